@@ -1,0 +1,142 @@
+"""Decline-code taxonomy: what a decline code says about whether and when a retry can work.
+
+One table maps Stripe's decline-code vocabulary to a category, a hard/soft flag and whether the
+card data must change first. A second maps ISO 8583 response codes (field 39) to Visa's decline
+categories. The policy's rules table refers to these categories; it never re-lists codes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+
+class DeclineCategory(StrEnum):
+    """Why a charge failed, grouped by what it means for a retry."""
+
+    INSUFFICIENT_FUNDS = "insufficient_funds"  # money arrives later: timing matters most
+    DO_NOT_HONOR = "do_not_honor"  # issuer risk decision, often softens with time
+    GENERIC = "generic"  # issuer gave no reason
+    TRANSIENT = "transient"  # processing/issuer availability: retry soon
+    VELOCITY = "velocity"  # card limits that reset (daily or monthly)
+    NEEDS_NEW_CARD = "needs_new_card"  # card data must change before a retry can work
+    HARD = "hard"  # will never succeed on this card
+    OTHER = "other"  # an unknown code: kept, treated as soft
+
+
+# Stripe decline codes (https://docs.stripe.com/declines/codes) grouped per shared/domain.md.
+_CODES: dict[DeclineCategory, tuple[str, ...]] = {
+    DeclineCategory.INSUFFICIENT_FUNDS: ("insufficient_funds",),
+    DeclineCategory.DO_NOT_HONOR: ("do_not_honor",),
+    DeclineCategory.GENERIC: (
+        "generic_decline",
+        "call_issuer",
+        "card_declined",
+        "no_action_taken",
+        "approve_with_id",
+        "not_permitted",
+        "issuer_declined",
+    ),
+    DeclineCategory.TRANSIENT: (
+        "processing_error",
+        "issuer_not_available",
+        "try_again_later",
+        "reenter_transaction",
+        "duplicate_transaction",
+        "offline_pin_required",
+        "online_or_offline_pin_required",
+    ),
+    DeclineCategory.VELOCITY: (
+        "card_velocity_exceeded",
+        "withdrawal_count_limit_exceeded",
+    ),
+    DeclineCategory.NEEDS_NEW_CARD: (
+        "expired_card",
+        "incorrect_cvc",
+        "invalid_cvc",
+        "invalid_expiry_month",
+        "invalid_expiry_year",
+        "incorrect_zip",
+        "incorrect_pin",
+        "invalid_pin",
+        "pin_try_exceeded",
+    ),
+    DeclineCategory.HARD: (
+        "lost_card",
+        "stolen_card",
+        "pickup_card",
+        "fraudulent",
+        "merchant_blacklist",
+        "restricted_card",
+        "security_violation",
+        "stop_payment_order",
+        "revocation_of_authorization",
+        "revocation_of_all_authorizations",
+        "do_not_try_again",
+        "invalid_account",
+        "incorrect_number",
+        "invalid_number",
+        "card_not_supported",
+        "currency_not_supported",
+        "transaction_not_allowed",
+        "authentication_required",
+        "invalid_amount",
+        "new_account_information_available",
+        "testmode_decline",
+    ),
+}
+
+DECLINE_CATEGORY: dict[str, DeclineCategory] = {code: category for category, codes in _CODES.items() for code in codes}
+KNOWN_DECLINE_CODES: tuple[str, ...] = tuple(DECLINE_CATEGORY)
+_CATEGORY_VALUE: dict[str, str] = {code: cat.value for code, cat in DECLINE_CATEGORY.items()}
+DECLINE_CATEGORIES: tuple[str, ...] = tuple(c.value for c in DeclineCategory)
+
+# Visa decline categories by ISO 8583 response code (shared/domain.md, Visa's "Decline
+# categories" in its reattempt rules, 2021+). 14 appears in some Category 1 lists; Visa's own
+# table puts it in Category 3, which we follow. Codes not listed are Category 4 (generic).
+VISA_CATEGORY: dict[str, int] = {
+    **dict.fromkeys(("04", "07", "12", "15", "41", "43", "46", "57", "62", "78", "93"), 1),
+    **dict.fromkeys(("R0", "R1", "R3"), 1),
+    **dict.fromkeys(("19", "51", "59", "61", "65", "91", "96"), 2),
+    **dict.fromkeys(("14", "54", "55", "N7", "1A"), 3),
+}
+VISA_GENERIC_CATEGORY = 4
+
+
+def normalise_codes(codes: pd.Series) -> pd.Series:
+    """Lower-case, stripped decline codes; missing stays missing."""
+    return codes.astype("string").str.strip().str.lower()
+
+
+def decline_category(codes: pd.Series) -> pd.Series:
+    """Category of each decline code; unknown codes map to `other`, missing to <NA>."""
+    normal = normalise_codes(codes)
+    mapped = normal.map(_CATEGORY_VALUE).astype("string")
+    return mapped.where(normal.isna() | mapped.notna(), DeclineCategory.OTHER.value)
+
+
+def is_hard_decline(codes: pd.Series) -> pd.Series:
+    """True where the code can never succeed on the same card."""
+    return (decline_category(codes) == DeclineCategory.HARD.value).fillna(False).astype(bool)
+
+
+def needs_new_card(codes: pd.Series) -> pd.Series:
+    """True where the card data must change (account updater or customer) before a retry."""
+    category = decline_category(codes)
+    return (category == DeclineCategory.NEEDS_NEW_CARD.value).fillna(False).astype(bool)
+
+
+def normalise_response_codes(codes: pd.Series) -> pd.Series:
+    """ISO 8583 response codes as two-character upper-case strings ("5" → "05")."""
+    text = codes.astype("string").str.strip().str.upper()
+    return text.where(~text.str.fullmatch(r"\d").fillna(False), "0" + text)
+
+
+def visa_category(network_codes: pd.Series) -> pd.Series:
+    """Visa decline category (1–4) of each ISO response code; 0 where the code is missing."""
+    normal = normalise_response_codes(network_codes)
+    known = normal.map(VISA_CATEGORY).astype("Float64")
+    category = known.where(known.notna(), VISA_GENERIC_CATEGORY).where(normal.fillna("") != "", 0)
+    return category.astype(np.int8)
