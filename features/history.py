@@ -25,7 +25,10 @@ HISTORY_COLUMNS: tuple[str, ...] = (
     "last_advice_code",
 )
 
-_HOUR = pd.Timedelta(hours=1)
+
+def _hours(delta: pd.Series) -> np.ndarray:
+    """Timedeltas as float hours (NaN where missing)."""
+    return delta.dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan) / 3600.0
 
 
 def _utc_ns(values: pd.Series) -> pd.Series:
@@ -36,7 +39,7 @@ def _utc_ns(values: pd.Series) -> pd.Series:
 def normalise_advice_codes(codes: pd.Series) -> pd.Series:
     """Mastercard merchant advice codes as two-digit strings ("1" → "01"); missing stays <NA>."""
     text = codes.astype("string").str.strip()
-    text = text.where(text != "", pd.NA)
+    text = text.mask(text == "")
     return text.where(~text.str.fullmatch(r"\d").fillna(False), "0" + text)
 
 
@@ -101,12 +104,8 @@ def history_at(attempts: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame
     out = pd.DataFrame(
         {
             "retry_number": joined["attempts_so_far"].astype("float64").to_numpy(),
-            "hours_since_first_attempt": ((joined["candidate_at"] - joined["first_attempt_at"]) / _HOUR).to_numpy(
-                dtype=np.float64, na_value=np.nan
-            ),
-            "hours_since_last_attempt": ((joined["candidate_at"] - joined["state_at"]) / _HOUR).to_numpy(
-                dtype=np.float64, na_value=np.nan
-            ),
+            "hours_since_first_attempt": _hours(joined["candidate_at"] - joined["first_attempt_at"]),
+            "hours_since_last_attempt": _hours(joined["candidate_at"] - joined["state_at"]),
             "n_insufficient_funds": joined["n_insufficient_funds"].astype("float64").to_numpy(),
             "n_do_not_honor": joined["n_do_not_honor"].astype("float64").to_numpy(),
             "visa_category": joined["visa_category"].astype("float64").to_numpy(),
