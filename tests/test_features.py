@@ -100,7 +100,10 @@ class TestHistory:
     def test_point_in_time_excludes_same_instant_and_later(self) -> None:
         attempts = attempts_frame()
         candidates = pd.DataFrame(
-            {"invoice_id": ["a", "a", "a"], "candidate_at": utc("2026-03-02T10:00Z", "2026-03-03T10:00Z", "2026-03-04T10:00Z")}
+            {
+                "invoice_id": ["a", "a", "a"],
+                "candidate_at": utc("2026-03-02T10:00Z", "2026-03-03T10:00Z", "2026-03-04T10:00Z"),
+            }
         )
         history = history_at(attempts, candidates)
         assert history["retry_number"].tolist() == [1, 1, 2]

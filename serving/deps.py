@@ -1,0 +1,43 @@
+"""Typed FastAPI dependencies: the app's settings, model and metrics, as route parameters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from features.bundle import Bundle
+from serving.metrics import Metrics
+from serving.settings import Settings
+
+
+def get_app_settings(request: Request) -> Settings:
+    """The settings the app was created with (`create_app(settings)` or `get_settings()`)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_bundle(request: Request) -> Bundle:
+    """The loaded model, or 503 while there is none."""
+    bundle: Bundle | None = getattr(request.app.state, "bundle", None)
+    if bundle is None:
+        raise HTTPException(status_code=503, detail="model not loaded")
+    return bundle
+
+
+def get_metrics(request: Request) -> Metrics:
+    """The app's Prometheus instruments."""
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def get_clock() -> datetime:
+    """The server time; overridable in tests through `app.dependency_overrides`."""
+    return datetime.now(UTC)
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+BundleDep = Annotated[Bundle, Depends(get_bundle)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ClockDep = Annotated[datetime, Depends(get_clock)]

@@ -1,0 +1,364 @@
+"""The card-network and decline rules, enforced before any model: one table, as data.
+
+Each row names whose rule it is, what it matches (a decline category from
+`features.taxonomy`, a Visa decline category, a Mastercard merchant advice code, or every
+attempt), what it does, and where the rule comes from. `evaluate_rules` applies the table to an
+invoice's attempts; the numbers that move over time are `Settings` fields named by the row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+import pandas as pd
+
+from features.history import normalise_advice_codes
+from features.taxonomy import DeclineCategory, decline_category, visa_category
+from serving.settings import Settings
+
+NextStep = Literal["request_new_payment_method"]
+NEW_PAYMENT_METHOD: NextStep = "request_new_payment_method"
+
+_DOMAIN = "shared/domain.md"
+SOURCE_STRIPE = f"Stripe decline codes, docs.stripe.com/declines/codes ({_DOMAIN})"
+SOURCE_VISA = f"Visa Core Rules, decline categories and reattempt limits ({_DOMAIN})"
+SOURCE_MASTERCARD = f"Mastercard Merchant Advice Codes ({_DOMAIN})"
+SOURCE_MASTERCARD_EXCESSIVE = f"Mastercard excessive-attempt program, US/Canada figures ({_DOMAIN})"
+
+
+class Effect(StrEnum):
+    """What a matching rule does to the decision."""
+
+    STOP = "stop"  # never retry this card
+    NEW_PAYMENT_METHOD = "new_payment_method"  # stop until the card data changes
+    DELAY = "delay"  # no retry before the last attempt + `hours`
+    SPACING = "spacing"  # replaces the default spacing after the last attempt (a setting)
+    CAP = "cap"  # at most `setting` attempts in a trailing `period_days`
+
+
+class Match(StrEnum):
+    """Which attribute of an attempt a rule's codes are compared with."""
+
+    DECLINE_CATEGORY = "decline_category"  # features.taxonomy.decline_category
+    VISA_CATEGORY = "visa_category"  # features.taxonomy.visa_category, as text "1".."4"
+    ADVICE_CODE = "merchant_advice_code"  # two-digit Mastercard merchant advice code
+    EVERY_ATTEMPT = "every_attempt"  # no code: the rule counts attempts (caps)
+
+
+class Scope(StrEnum):
+    """Which attempts a rule looks at."""
+
+    ANY = "any"  # a never-retry answer holds for the card whenever it was given
+    LAST = "last"  # advice about the next retry comes from the latest decline
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the rules table."""
+
+    name: str
+    network: str  # whose rule: "any", "visa", "mastercard"
+    brands: tuple[str, ...]  # card brands it applies to; () = every brand
+    match: Match
+    codes: tuple[str, ...]
+    scope: Scope
+    effect: Effect
+    reason: str  # billing words; "{code}" is replaced by the matching code
+    source: str
+    hours: float | None = None  # DELAY
+    setting: str | None = None  # SPACING hours or CAP count: the Settings field holding it
+    period_days: float | None = None  # CAP
+    counts_first_attempt: bool = True  # CAP: Visa counts reattempts, Mastercard all declines
+
+
+def _advice_delay(code: str, hours: float, wait: str) -> Rule:
+    """A Mastercard "retry after" advice code (24–30)."""
+    return Rule(
+        name=f"mastercard_advice_{code}",
+        network="mastercard",
+        brands=(),
+        match=Match.ADVICE_CODE,
+        codes=(code,),
+        scope=Scope.LAST,
+        effect=Effect.DELAY,
+        reason=f"Mastercard advice {code}: no retry before {wait} after the last decline",
+        source=SOURCE_MASTERCARD,
+        hours=hours,
+    )
+
+
+# Merchant advice codes are only ever sent by Mastercard, so their rows apply whatever the
+# request's brand says: ignoring a do-not-retry because of a mislabelled brand would be fined.
+RULES: tuple[Rule, ...] = (
+    Rule(
+        name="hard_decline",
+        network="any",
+        brands=(),
+        match=Match.DECLINE_CATEGORY,
+        codes=(DeclineCategory.HARD.value,),
+        scope=Scope.ANY,
+        effect=Effect.STOP,
+        reason="hard decline ({code}): it will never succeed on this card",
+        source=SOURCE_STRIPE,
+    ),
+    Rule(
+        name="visa_category_1",
+        network="visa",
+        brands=("visa",),
+        match=Match.VISA_CATEGORY,
+        codes=("1",),
+        scope=Scope.ANY,
+        effect=Effect.STOP,
+        reason="Visa category 1 response: the issuer will never approve; every reattempt is fined",
+        source=SOURCE_VISA,
+    ),
+    Rule(
+        name="mastercard_do_not_retry",
+        network="mastercard",
+        brands=(),
+        match=Match.ADVICE_CODE,
+        codes=("03", "21"),
+        scope=Scope.ANY,
+        effect=Effect.STOP,
+        reason="Mastercard advice {code}: do not try again (03 do not retry, 21 recurring payment cancelled)",
+        source=SOURCE_MASTERCARD,
+    ),
+    Rule(
+        name="needs_new_card",
+        network="any",
+        brands=(),
+        match=Match.DECLINE_CATEGORY,
+        codes=(DeclineCategory.NEEDS_NEW_CARD.value,),
+        scope=Scope.LAST,
+        effect=Effect.NEW_PAYMENT_METHOD,
+        reason="{code}: the card data must change (account updater or the customer) before a retry can work",
+        source=SOURCE_STRIPE,
+    ),
+    Rule(
+        name="mastercard_new_account_information",
+        network="mastercard",
+        brands=(),
+        match=Match.ADVICE_CODE,
+        codes=("01",),
+        scope=Scope.LAST,
+        effect=Effect.NEW_PAYMENT_METHOD,
+        reason="Mastercard advice 01: new account information; refresh the card, then retry",
+        source=SOURCE_MASTERCARD,
+    ),
+    Rule(
+        name="mastercard_another_payment_method",
+        network="mastercard",
+        brands=(),
+        match=Match.ADVICE_CODE,
+        codes=("40", "41", "43"),
+        scope=Scope.LAST,
+        effect=Effect.NEW_PAYMENT_METHOD,
+        reason="Mastercard advice {code}: non-reloadable prepaid or single-use card; ask for another payment method",
+        source=SOURCE_MASTERCARD,
+    ),
+    _advice_delay("24", 1, "1 h"),
+    _advice_delay("25", 24, "24 h"),
+    _advice_delay("26", 2 * 24, "2 days"),
+    _advice_delay("27", 4 * 24, "4 days"),
+    _advice_delay("28", 6 * 24, "6 days"),
+    _advice_delay("29", 8 * 24, "8 days"),
+    _advice_delay("30", 10 * 24, "10 days"),
+    Rule(
+        name="transient_error_spacing",
+        network="any",
+        brands=(),
+        match=Match.DECLINE_CATEGORY,
+        codes=(DeclineCategory.TRANSIENT.value,),
+        scope=Scope.LAST,
+        effect=Effect.SPACING,
+        reason="transient error ({code}): a retry is allowed after {value:g} h instead of the usual spacing",
+        source=SOURCE_STRIPE,
+        setting="transient_retry_spacing_hours",
+    ),
+    Rule(
+        name="visa_reattempt_cap",
+        network="visa",
+        brands=("visa",),
+        match=Match.EVERY_ATTEMPT,
+        codes=(),
+        scope=Scope.ANY,
+        effect=Effect.CAP,
+        reason="Visa reattempt limit: at most {value:g} reattempts on a card in 30 days",
+        source=SOURCE_VISA,
+        setting="visa_max_reattempts_30d",
+        period_days=30,
+        counts_first_attempt=False,
+    ),
+    Rule(
+        name="mastercard_declines_24h",
+        network="mastercard",
+        brands=("mastercard",),
+        match=Match.EVERY_ATTEMPT,
+        codes=(),
+        scope=Scope.ANY,
+        effect=Effect.CAP,
+        reason="Mastercard excessive attempts: at most {value:g} declines on a card in 24 hours",
+        source=SOURCE_MASTERCARD_EXCESSIVE,
+        setting="mastercard_max_declines_24h",
+        period_days=1,
+    ),
+    Rule(
+        name="mastercard_declines_30d",
+        network="mastercard",
+        brands=("mastercard",),
+        match=Match.EVERY_ATTEMPT,
+        codes=(),
+        scope=Scope.ANY,
+        effect=Effect.CAP,
+        reason="Mastercard excessive attempts: at most {value:g} declines on a card in 30 days",
+        source=SOURCE_MASTERCARD_EXCESSIVE,
+        setting="mastercard_max_declines_30d",
+        period_days=30,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Firing:
+    """A rule that matched, with the code that made it match and the number it used."""
+
+    rule: Rule
+    code: str | None = None
+    value: float | None = None
+
+    def reason(self) -> str:
+        """The rule in billing words, with its source."""
+        text = self.rule.reason.format(code=self.code or "", value=self.value or 0)
+        return f"{text} [{self.rule.source}]"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the rules allow for the next retry of an invoice."""
+
+    stops: tuple[Firing, ...]  # STOP and NEW_PAYMENT_METHOD firings; any one ends the decision
+    next_step: NextStep | None
+    not_before: pd.Timestamp  # the earliest retry the rules allow (spacing, delays, caps)
+    spacing_hours: float  # spacing applied after the last attempt
+    max_retries_by_caps: int | None  # the most retries the attempt caps leave, from not_before
+    cap: Firing | None  # the cap that leaves the fewest retries
+    firings: tuple[Firing, ...]  # DELAY, SPACING and binding CAP firings, for the reasons
+
+
+def _codes(attempts: pd.DataFrame, match: Match) -> pd.Series:
+    """The attempts' values of the attribute a rule matches on, as text (missing → <NA>)."""
+    if match is Match.DECLINE_CATEGORY:
+        return decline_category(attempts["decline_code"])
+    if match is Match.VISA_CATEGORY:
+        category = visa_category(attempts["network_decline_code"]).astype("string")
+        return category.where(category != "0")
+    if match is Match.ADVICE_CODE:
+        return normalise_advice_codes(attempts["merchant_advice_code"])
+    return pd.Series("", index=attempts.index, dtype="string")
+
+
+def _matching_code(rule: Rule, attempts: pd.DataFrame, codes: dict[Match, pd.Series]) -> str | None:
+    """The most recent matching code within the rule's scope (the decline code itself for categories)."""
+    values = codes[rule.match] if rule.scope is Scope.ANY else codes[rule.match].iloc[-1:]
+    hits = values.isin(rule.codes).fillna(False).to_numpy(dtype=bool).nonzero()[0]
+    if len(hits) == 0:
+        return None
+    position = int(hits[-1]) + (len(attempts) - len(values))
+    if rule.match is Match.DECLINE_CATEGORY:
+        return str(attempts["decline_code"].iloc[position]).strip().lower()
+    return str(values.iloc[int(hits[-1])])
+
+
+def _applies(rule: Rule, brand: str) -> bool:
+    """Whether a row concerns this card brand."""
+    return not rule.brands or brand.strip().lower() in rule.brands
+
+
+def _cap_not_before(times: pd.Series, limit: int, period: pd.Timedelta) -> pd.Timestamp | None:
+    """Earliest time a new attempt keeps at most `limit` counted attempts in any trailing period."""
+    if len(times) < limit:
+        return None
+    # The new attempt plus the latest limit-1 counted ones may share a period: wait until the
+    # limit-th latest one has left it.
+    return pd.Timestamp(times.iloc[len(times) - limit]) + period
+
+
+@dataclass(frozen=True)
+class _CapResult:
+    """What the attempt caps add to the code rules' earliest time."""
+
+    not_before: pd.Timestamp
+    delaying: tuple[Firing, ...]  # caps that pushed the earliest time later
+    max_retries: int | None
+    tightest: Firing | None
+
+
+def _apply_caps(caps: list[Rule], attempts: pd.DataFrame, not_before: pd.Timestamp, settings: Settings) -> _CapResult:
+    """Delay the next retry until every cap has room, and bound the plan by the room left."""
+    delaying: list[Firing] = []
+    max_retries: int | None = None
+    tightest: Firing | None = None
+    for rule in caps:
+        if rule.setting is None or rule.period_days is None:
+            continue
+        limit = int(getattr(settings, rule.setting))
+        period = pd.Timedelta(days=rule.period_days)
+        counted = attempts["attempted_at"] if rule.counts_first_attempt else attempts["attempted_at"].iloc[1:]
+        earliest = _cap_not_before(counted, limit, period)
+        if earliest is not None and earliest > not_before:
+            not_before = earliest
+            delaying.append(Firing(rule, None, limit))
+        # Conservative: the planned retries are counted as if they all fell in one period.
+        left = max(limit - int((counted > not_before - period).sum()), 0)
+        if max_retries is None or left < max_retries:
+            max_retries, tightest = left, Firing(rule, None, limit)
+    return _CapResult(not_before, tuple(delaying), max_retries, tightest)
+
+
+def _code_firings(rules: list[Rule], attempts: pd.DataFrame) -> list[Firing]:
+    """The code-matching rows (every effect but CAP) that match the attempts."""
+    codes = {
+        match: _codes(attempts, match) for match in (Match.DECLINE_CATEGORY, Match.VISA_CATEGORY, Match.ADVICE_CODE)
+    }
+    firings = []
+    for rule in rules:
+        code = _matching_code(rule, attempts, codes) if rule.effect is not Effect.CAP else None
+        if code is not None:
+            firings.append(Firing(rule, code))
+    return firings
+
+
+def evaluate_rules(attempts: pd.DataFrame, brand: str, settings: Settings) -> Verdict:
+    """Apply the table to an invoice's attempts (oldest first, `attempted_at` UTC)."""
+    applicable = [rule for rule in RULES if _applies(rule, brand)]
+    matched = _code_firings(applicable, attempts)
+    stops = tuple(f for f in matched if f.rule.effect in (Effect.STOP, Effect.NEW_PAYMENT_METHOD))
+    # A never-retry rule outranks the new-card advice: a stolen card stays stolen after a refresh.
+    never = any(f.rule.effect is Effect.STOP for f in stops)
+    next_step = NEW_PAYMENT_METHOD if stops and not never else None
+
+    spacing_hours = settings.min_retry_spacing_hours
+    firings: list[Firing] = []
+    for f in matched:
+        if f.rule.effect is Effect.SPACING and f.rule.setting is not None:
+            spacing_hours = float(getattr(settings, f.rule.setting))
+            firings.append(Firing(f.rule, f.code, spacing_hours))
+        elif f.rule.effect is Effect.DELAY:
+            firings.append(Firing(f.rule, f.code, f.rule.hours))
+    last_at = pd.Timestamp(attempts["attempted_at"].iloc[-1])
+    # A delay comes on top of whichever spacing applies; the latest constraint wins.
+    waits = [spacing_hours, *(f.rule.hours for f in firings if f.rule.effect is Effect.DELAY and f.rule.hours)]
+    not_before = last_at + pd.Timedelta(hours=max(waits))
+
+    caps = _apply_caps([r for r in applicable if r.effect is Effect.CAP], attempts, not_before, settings)
+    return Verdict(
+        stops=stops,
+        next_step=next_step,
+        not_before=caps.not_before,
+        spacing_hours=spacing_hours,
+        max_retries_by_caps=caps.max_retries,
+        cap=caps.tightest,
+        firings=(*firings, *caps.delaying),
+    )

@@ -1,0 +1,76 @@
+"""Service settings: one pydantic-settings class, read from `RETRYOPT_*` environment variables.
+
+Every limit the policy enforces lives here so an operator can move it when a network or a
+provider changes its figures (shared/domain.md: "keep every limit configurable").
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The model that ships with the repository: <repo>/models/default.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+class Settings(BaseSettings):
+    """Configuration of the HTTP service and its retry policy."""
+
+    model_config = SettingsConfigDict(env_prefix="RETRYOPT_", extra="ignore", frozen=True)
+
+    model_dir: Path = Field(default=DEFAULT_MODEL_DIR, description="Directory of the model bundle to serve.")
+    database_url: str = Field(default="sqlite:///./retryopt.db", description="Store URL (not used yet).")
+    default_window_days: float = Field(
+        default=14, gt=0, description="Retry window when a request gives no window_end, from the first failure."
+    )
+    default_max_retries: int = Field(
+        default=4, ge=0, description="Retries after the first attempt when a request gives no max_retries."
+    )
+    max_window_days: float = Field(
+        default=60, gt=0, description="Longest retry window allowed, from the first failure; longer ones are cut."
+    )
+    min_retry_spacing_hours: float = Field(
+        default=24, ge=0, description="Least time between two attempts of an invoice (one retry per 24 h by default)."
+    )
+    transient_retry_spacing_hours: float = Field(
+        default=1,
+        ge=0,
+        description="Least time after a transient processing error (processing_error, try_again_later...).",
+    )
+    attempt_cost: float = Field(
+        default=0.02,
+        ge=0,
+        lt=1,
+        description=(
+            "Cost of one attempt as a fraction of the invoice amount: a last retry whose discounted "
+            "success probability is below it is not worth making (network fees, fines risk, customer noise)."
+        ),
+    )
+    time_discount_per_day: float = Field(
+        default=0.005,
+        ge=0,
+        lt=1,
+        description="Value lost per day of delay, so earlier recovery wins when values are close.",
+    )
+    candidate_step_minutes: int = Field(default=60, ge=5, le=1440, description="Spacing of the candidate retry times.")
+    visa_max_reattempts_30d: int = Field(
+        default=15,
+        ge=1,
+        description="Visa reattempt cap on one card in 30 days (15; some readings of the 2025 rules: 20).",
+    )
+    mastercard_max_declines_24h: int = Field(
+        default=10, ge=1, description="Mastercard excessive-attempt threshold: declines on one card in 24 hours."
+    )
+    mastercard_max_declines_30d: int = Field(
+        default=35, ge=1, description="Mastercard excessive-attempt threshold: declines on one card in 30 days."
+    )
+    log_level: str = Field(default="INFO", description="Log level of the service's loggers.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment once."""
+    return Settings()
