@@ -182,3 +182,31 @@ def retry_training_rows(attempts: pd.DataFrame) -> pd.DataFrame:
     context = [c for c in CONTEXT_COLUMNS if c in rows]
     extra = [c for c in ("attempt_id", "succeeded") if c in rows]
     return rows[[*context, *extra]]
+
+
+# The decline counters a later planned retry would add to, by the category it repeats.
+_COUNTER_OF_CATEGORY = {"insufficient_funds": "n_insufficient_funds", "do_not_honor": "n_do_not_honor"}
+
+
+def project_retries(
+    features: pd.DataFrame, retry_index: np.ndarray, spacing_hours: float | np.ndarray, last_category: np.ndarray
+) -> pd.DataFrame:
+    """Features of the k-th retry from now at each row's time, given k planned retries fail first.
+
+    Approximation used by the planner: the retries before the k-th fail with the same decline
+    category as the latest one, `spacing_hours` before it. So `retry_number` and the matching
+    decline counter grow by k and, for k > 0, `hours_since_last_attempt` is the spacing; the
+    calendar, card and first-attempt features are exact at every slot. Rows with k = 0 are
+    returned unchanged.
+    """
+    out = features.to_numpy(dtype=np.float64, copy=True)
+    position = {name: i for i, name in enumerate(features.columns)}
+    k = np.asarray(retry_index, dtype=np.float64)
+    out[:, position["retry_number"]] += k
+    later = k > 0
+    out[later, position["hours_since_last_attempt"]] = np.broadcast_to(spacing_hours, k.shape)[later]
+    category = np.asarray(last_category, dtype=object)
+    for name, counter in _COUNTER_OF_CATEGORY.items():
+        rows = category == name
+        out[rows, position[counter]] += k[rows]
+    return pd.DataFrame(out, columns=features.columns)

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 
 from features.bundle import Bundle
 from serving.metrics import Metrics
+from serving.policy.scoring import BundleScorer
 from serving.settings import Settings
 
 
@@ -26,6 +27,11 @@ def get_bundle(request: Request) -> Bundle:
     return bundle
 
 
+def get_scorer(request: Request) -> BundleScorer:
+    """The loaded model as the policy's Scorer, or 503 while there is none."""
+    return BundleScorer(get_bundle(request))
+
+
 def get_metrics(request: Request) -> Metrics:
     """The app's Prometheus instruments."""
     metrics: Metrics = request.app.state.metrics
@@ -39,5 +45,6 @@ def get_clock() -> datetime:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 BundleDep = Annotated[Bundle, Depends(get_bundle)]
+ScorerDep = Annotated[BundleScorer, Depends(get_scorer)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ClockDep = Annotated[datetime, Depends(get_clock)]

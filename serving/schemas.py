@@ -16,6 +16,7 @@ from features import geo, money
 
 MAX_AMOUNT = 10**12
 MAX_ATTEMPTS = 1000
+MAX_BATCH = 10_000  # a nightly batch of a mid-size merchant fits in one call
 MAX_RETRIES_LIMIT = 100  # more retries than any provider allows (Recurly: 20 attempts)
 
 
@@ -137,6 +138,18 @@ class DecisionResponse(BaseModel):
     reasons: list[str]
     model_version: str
     next_step: Literal["request_new_payment_method"] | None = None
+
+
+class BatchDecisionRequest(_Lenient):
+    """Many decisions in one call, decided in one vectorised pass."""
+
+    requests: Annotated[list[DecisionRequest], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchDecisionResponse(BaseModel):
+    """The decisions, in the order of the requests."""
+
+    decisions: list[DecisionResponse]
 
 
 class ErrorResponse(BaseModel):

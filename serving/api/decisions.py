@@ -1,16 +1,27 @@
-"""`POST /v1/retry-decisions`: HTTP ↔ `serving.policy.decide`."""
+"""`POST /v1/retry-decisions` and its batch form: HTTP ↔ `serving.policy.decide_batch`."""
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
 from fastapi import APIRouter
 
-from serving.deps import BundleDep, ClockDep, MetricsDep, SettingsDep
-from serving.policy import Decision, decide
-from serving.schemas import DecisionRequest, DecisionResponse, ErrorResponse, ScheduledRetry
+from serving.deps import ClockDep, MetricsDep, ScorerDep, SettingsDep
+from serving.metrics import Metrics
+from serving.policy import Decision, decide_batch
+from serving.policy.scoring import Scorer
+from serving.schemas import (
+    BatchDecisionRequest,
+    BatchDecisionResponse,
+    DecisionRequest,
+    DecisionResponse,
+    ErrorResponse,
+    ScheduledRetry,
+)
+from serving.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 
@@ -45,13 +56,37 @@ def to_response(decision: Decision, decision_id: str) -> DecisionResponse:
     )
 
 
+def decide_and_count(
+    requests: list[DecisionRequest],
+    scorer: Scorer,
+    settings: Settings,
+    clock: datetime,
+    metrics: Metrics,
+    *,
+    batch: bool,
+) -> list[DecisionResponse]:
+    """Run the policy on the requests, record the metrics, and shape the responses."""
+    started = time.perf_counter()
+    decisions = decide_batch(requests, scorer, settings, clock, name_items=batch)
+    metrics.decision_seconds.observe(time.perf_counter() - started)
+    for decision in decisions:
+        metrics.decisions.labels(action=decision.action).inc()
+    return [to_response(decision, new_decision_id()) for decision in decisions]
+
+
 @router.post("/retry-decisions", response_model=DecisionResponse, responses=ERROR_RESPONSES)
 def create_retry_decision(
-    body: DecisionRequest, settings: SettingsDep, bundle: BundleDep, metrics: MetricsDep, clock: ClockDep
+    body: DecisionRequest, settings: SettingsDep, scorer: ScorerDep, metrics: MetricsDep, clock: ClockDep
 ) -> DecisionResponse:
     """Decide whether and when to retry a failed recurring payment, with the planned schedule and why."""
-    started = time.perf_counter()
-    decision = decide(body, bundle, settings, clock)
-    metrics.decision_seconds.observe(time.perf_counter() - started)
-    metrics.decisions.labels(action=decision.action).inc()
-    return to_response(decision, new_decision_id())
+    return decide_and_count([body], scorer, settings, clock, metrics, batch=False)[0]
+
+
+@router.post("/retry-decisions/batch", response_model=BatchDecisionResponse, responses=ERROR_RESPONSES)
+def create_retry_decisions(
+    body: BatchDecisionRequest, settings: SettingsDep, scorer: ScorerDep, metrics: MetricsDep, clock: ClockDep
+) -> BatchDecisionResponse:
+    """Decide many invoices at once (one model call for all); decisions come back in request order."""
+    return BatchDecisionResponse(
+        decisions=decide_and_count(body.requests, scorer, settings, clock, metrics, batch=True)
+    )

@@ -1,25 +1,28 @@
 """The retry decision: (request, model, settings, clock) → retry at a time, or stop and say why.
 
-Pure: no I/O, no global state; the route supplies the clock and the loaded model. Order of
-work: card-network and decline rules first, then the budget and the window, then one model
-call over every candidate time, then the planner, then the reasons.
+Pure: no I/O, no global state; the route supplies the clock and the model. Order of work:
+card-network and decline rules first, then the budget and the window, then one feature call and
+one model call over every candidate time of every request in the batch, then the planner per
+request, then one explanation call for the chosen slots and the reasons.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
-from features.candidates import FEATURE_COLUMNS, candidate_times
+from features.candidates import FEATURE_COLUMNS, build_retry_features, candidate_times, project_retries
 from serving.policy import reasons
-from serving.policy.context import DecisionContext, resolve_context
+from serving.policy.context import DecisionContext, InvalidFieldError, resolve_context
 from serving.policy.planner import Plan, plan_retries
 from serving.policy.rules import NextStep, Verdict, evaluate_rules
-from serving.policy.scoring import Scorer, attempts_frame, candidates_frame, score_retries
+from serving.policy.scoring import FloatArray, Scorer, attempts_frame, candidates_frame, last_decline_category
 from serving.schemas import DecisionRequest
 from serving.settings import Settings
 
@@ -57,9 +60,9 @@ class Decision:
         return self.schedule[0].success_probability if self.schedule else None
 
 
-def _stop(scorer: Scorer, why: list[str], next_step: NextStep | None = None, n_candidates: int = 0) -> Decision:
+def _stop(model_version: str, why: list[str], next_step: NextStep | None = None, n_candidates: int = 0) -> Decision:
     """A stop decision with its reasons."""
-    return Decision("stop", scorer.model_version, tuple(why), next_step=next_step, n_candidates=n_candidates)
+    return Decision("stop", model_version, tuple(why), next_step=next_step, n_candidates=n_candidates)
 
 
 def _room_for(span_hours: float, spacing_hours: float) -> int:
@@ -85,72 +88,168 @@ def _budget(ctx: DecisionContext, verdict: Verdict, times: pd.DatetimeIndex, set
 
 
 def _retry_reasons(
-    verdict: Verdict,
-    ctx: DecisionContext,
-    plan: Plan,
-    budget: int,
-    scorer: Scorer,
-    features: pd.DataFrame,
-    settings: Settings,
+    pending: _Pending, plan: Plan, chosen: pd.Series, contributions: FloatArray, settings: Settings
 ) -> list[str]:
     """Rules that shaped the plan, the model's view of the chosen slot, and the numbers."""
+    verdict, ctx = pending.verdict, pending.ctx
     why = [firing.reason() for firing in verdict.firings]
-    if verdict.cap is not None and budget == verdict.max_retries_by_caps and budget < ctx.retries_left:
+    if verdict.cap is not None and pending.budget == verdict.max_retries_by_caps and pending.budget < ctx.retries_left:
         why.append(verdict.cap.reason())
     if ctx.window_cut:
         why.append(reasons.window_cut_reason(settings.max_window_days))
-    chosen = features.iloc[[plan.slots[0]]]
-    contributions = scorer.contributions(chosen)[0]
-    why.extend(reasons.model_reasons(contributions, FEATURE_COLUMNS, chosen.iloc[0]))
-    why.append(reasons.search_reason(len(features), ctx.now, ctx.window_end))
+    why.extend(reasons.model_reasons(contributions, FEATURE_COLUMNS, chosen))
+    why.append(reasons.search_reason(len(pending.times), ctx.now, ctx.window_end))
     why.append(reasons.probability_reason(plan.probabilities[0], plan.total_probability, len(plan.slots)))
     return why
 
 
-def decide(request: DecisionRequest, scorer: Scorer, settings: Settings, clock: datetime) -> Decision:
-    """Retry when and how often, or stop and why; `clock` is the server time (a request's `now` wins)."""
+@dataclass(frozen=True)
+class _Pending:
+    """A request the rules let through: it needs the model, then the planner."""
+
+    index: int  # position in the batch
+    request: DecisionRequest
+    ctx: DecisionContext
+    attempts: pd.DataFrame
+    verdict: Verdict
+    times: pd.DatetimeIndex
+    budget: int
+
+
+def _prepare(
+    index: int, request: DecisionRequest, model_version: str, settings: Settings, clock: datetime
+) -> Decision | _Pending:
+    """Rules, budget and window: a stop decision, or what the model must score."""
     ctx = resolve_context(request, settings, clock)
-    attempts = attempts_frame(request)
+    attempts = attempts_frame(request, key=str(index))
     verdict = evaluate_rules(attempts, request.card.brand, settings)
     if verdict.stops:
-        return _stop(scorer, [f.reason() for f in verdict.stops], verdict.next_step)
+        return _stop(model_version, [f.reason() for f in verdict.stops], verdict.next_step)
     if ctx.retries_left <= 0:
-        return _stop(scorer, [reasons.budget_reason(ctx.retries_made, ctx.max_retries)])
+        return _stop(model_version, [reasons.budget_reason(ctx.retries_made, ctx.max_retries)])
     if ctx.now >= ctx.window_end:
-        return _stop(scorer, [reasons.window_over_reason(ctx.window_end)])
+        return _stop(model_version, [reasons.window_over_reason(ctx.window_end)])
 
     earliest = max(ctx.now, verdict.not_before)
     times = _candidate_grid(earliest, ctx, pd.Timedelta(minutes=settings.candidate_step_minutes))
     if len(times) == 0:
         rule_reasons = [f.reason() for f in verdict.firings]
-        return _stop(scorer, [reasons.no_time_left_reason(earliest, ctx.window_end), *rule_reasons])
+        return _stop(model_version, [reasons.no_time_left_reason(earliest, ctx.window_end), *rule_reasons])
     budget = _budget(ctx, verdict, times, settings)
     if budget <= 0 and verdict.cap is not None:
-        return _stop(scorer, [verdict.cap.reason()])
+        return _stop(model_version, [verdict.cap.reason()])
+    return _Pending(index, request, ctx, attempts, verdict, times, budget)
 
-    features, probs = score_retries(
-        scorer, attempts, candidates_frame(request, times), budget, settings.min_retry_spacing_hours
+
+@dataclass(frozen=True)
+class _Scored:
+    """The model's view of every pending request: next-retry features and P(success)[k, t]."""
+
+    features: pd.DataFrame  # k = 0 rows of all pending requests, concatenated
+    offsets: tuple[int, ...]  # where each pending request's rows start in `features`
+    probabilities: tuple[FloatArray, ...]  # per pending request, shape (budget, n_times)
+
+
+def _score(pending: Sequence[_Pending], scorer: Scorer, settings: Settings) -> _Scored:
+    """Features of all candidates in one library call, projected per retry index, scored in one call."""
+    attempts = pd.concat([p.attempts for p in pending], ignore_index=True)
+    candidates = pd.concat([candidates_frame(p.request, p.times, key=str(p.index)) for p in pending], ignore_index=True)
+    base = build_retry_features(attempts, candidates)
+    sizes = np.array([len(p.times) for p in pending])
+    budgets = np.array([p.budget for p in pending])
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    # Row r of the stacked matrix is candidate `rows[r]` scored as retry `k[r]` of its request.
+    rows = np.concatenate([o + np.tile(np.arange(n), b) for o, n, b in zip(offsets, sizes, budgets, strict=True)])
+    k = np.concatenate([np.repeat(np.arange(b), n) for n, b in zip(sizes, budgets, strict=True)])
+    owner = np.repeat(np.arange(len(pending)), sizes * budgets)
+    categories = np.array([last_decline_category(p.attempts) for p in pending], dtype=object)
+    stacked = project_retries(base.iloc[rows], k, settings.min_retry_spacing_hours, categories[owner])
+    slots = pd.DataFrame(
+        {
+            "request": np.array([p.index for p in pending])[owner],
+            "retry_index": k,
+            "candidate_at": candidates["candidate_at"].to_numpy()[rows],
+        }
     )
-    plan = plan_retries(
-        times,
+    flat = np.asarray(scorer.score(slots, stacked), dtype=np.float64)
+    ends = np.cumsum(sizes * budgets)
+    parts = np.split(flat, ends[:-1])
+    probabilities = tuple(part.reshape(b, n) for part, n, b in zip(parts, sizes, budgets, strict=True))
+    return _Scored(base, tuple(int(o) for o in offsets), probabilities)
+
+
+def _plan(pending: _Pending, probs: FloatArray, settings: Settings) -> Plan:
+    """The planner's schedule for one request."""
+    return plan_retries(
+        pending.times,
         probs,
-        amount=float(request.amount),
+        amount=float(pending.request.amount),
         spacing_hours=settings.min_retry_spacing_hours,
-        attempt_cost=settings.attempt_cost * request.amount,
+        attempt_cost=settings.attempt_cost * pending.request.amount,
         discount_per_day=settings.time_discount_per_day,
-        now=ctx.now,
+        now=pending.ctx.now,
     )
-    if not plan.slots:
-        best = plan.best_slot if plan.best_slot is not None else 0
-        why = reasons.not_worth_reason(float(probs[0, best]), times[best], settings.attempt_cost)
-        return _stop(scorer, [why], n_candidates=len(times))
 
-    schedule = tuple(PlannedRetry(at, p) for at, p in zip(plan.times, plan.probabilities, strict=True))
-    return Decision(
-        action="retry",
-        model_version=scorer.model_version,
-        reasons=tuple(_retry_reasons(verdict, ctx, plan, budget, scorer, features, settings)),
-        schedule=schedule,
-        expected_recovered_amount=round(request.amount * plan.total_probability),
-        n_candidates=len(times),
-    )
+
+def decide_batch(
+    requests: Sequence[DecisionRequest],
+    scorer: Scorer,
+    settings: Settings,
+    clock: datetime,
+    *,
+    name_items: bool = True,
+) -> list[Decision]:
+    """Decide many invoices with one feature-library call, one model call and one explanation call.
+
+    Raises InvalidFieldError when a request contradicts itself; with `name_items` its field is
+    prefixed `requests.<i>.` as in the batch body.
+    """
+    prepared: list[Decision | _Pending] = []
+    for i, request in enumerate(requests):
+        try:
+            prepared.append(_prepare(i, request, scorer.model_version, settings, clock))
+        except InvalidFieldError as exc:
+            if not name_items:
+                raise
+            raise InvalidFieldError(f"requests.{i}.{exc.field}", exc.message) from None
+    pending = [p for p in prepared if isinstance(p, _Pending)]
+    if not pending:
+        return [p for p in prepared if isinstance(p, Decision)]
+
+    scored = _score(pending, scorer, settings)
+    plans = {p.index: _plan(p, probs, settings) for p, probs in zip(pending, scored.probabilities, strict=True)}
+    planned = [(p, offset) for p, offset in zip(pending, scored.offsets, strict=True) if plans[p.index].slots]
+    chosen = scored.features.iloc[[offset + plans[p.index].slots[0] for p, offset in planned]]
+    contributions = scorer.contributions(chosen) if len(chosen) else np.empty((0, 0))
+    explained = {p.index: (chosen.iloc[j], contributions[j]) for j, (p, _) in enumerate(planned)}
+
+    decisions: list[Decision] = []
+    for item in prepared:
+        if isinstance(item, Decision):
+            decisions.append(item)
+            continue
+        plan = plans[item.index]
+        probs = scored.probabilities[pending.index(item)]
+        if not plan.slots:
+            best = plan.best_slot if plan.best_slot is not None else 0
+            why = reasons.not_worth_reason(float(probs[0, best]), item.times[best], settings.attempt_cost)
+            decisions.append(_stop(scorer.model_version, [why], n_candidates=len(item.times)))
+            continue
+        row, contribution = explained[item.index]
+        schedule = tuple(PlannedRetry(at, p) for at, p in zip(plan.times, plan.probabilities, strict=True))
+        decisions.append(
+            Decision(
+                action="retry",
+                model_version=scorer.model_version,
+                reasons=tuple(_retry_reasons(item, plan, row, contribution, settings)),
+                schedule=schedule,
+                expected_recovered_amount=round(item.request.amount * plan.total_probability),
+                n_candidates=len(item.times),
+            )
+        )
+    return decisions
+
+
+def decide(request: DecisionRequest, scorer: Scorer, settings: Settings, clock: datetime) -> Decision:
+    """Retry when and how often, or stop and why; `clock` is the server time (a request's `now` wins)."""
+    return decide_batch([request], scorer, settings, clock, name_items=False)[0]

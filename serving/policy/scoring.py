@@ -1,34 +1,39 @@
-"""From a request to the model's probabilities: the frames the feature library wants, and one call.
+"""The model side of a decision: the Scorer interface, and the frames the feature library wants.
 
-Features come only from `features.candidates.build_retry_features`; this module only shapes the
-request into its inputs and stacks the result for the planner's retry indices.
+Features come only from `features.candidates`; this module only shapes requests into its inputs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from features.candidates import CONTEXT_COLUMNS, build_retry_features
-from features.taxonomy import DeclineCategory, decline_category
+from features.bundle import Bundle
+from features.candidates import CONTEXT_COLUMNS
+from features.taxonomy import decline_category
 from serving.schemas import DecisionRequest
 
 FloatArray = npt.NDArray[np.float64]
 
 
 class Scorer(Protocol):
-    """What the policy needs of a model (`features.bundle.Bundle` is one)."""
+    """What the policy needs of a model: probabilities of candidate slots and their explanation."""
 
     @property
     def model_version(self) -> str:
         """The version reported with every decision."""
         ...
 
-    def predict(self, features: pd.DataFrame) -> FloatArray:
-        """Calibrated success probability of each feature row."""
+    def score(self, slots: pd.DataFrame, features: pd.DataFrame) -> FloatArray:
+        """P(success) of each slot row.
+
+        `slots` has `request` (index in the batch), `retry_index` (k: 0 is the next retry) and
+        `candidate_at` (UTC); `features` holds the model features of the same rows.
+        """
         ...
 
     def contributions(self, features: pd.DataFrame) -> FloatArray:
@@ -36,12 +41,35 @@ class Scorer(Protocol):
         ...
 
 
-def attempts_frame(request: DecisionRequest) -> pd.DataFrame:
-    """The invoice's attempts as contract §1 rows (all failed), oldest first."""
+@dataclass(frozen=True)
+class BundleScorer:
+    """The served model as a Scorer: the calibrated bundle scores the feature rows."""
+
+    bundle: Bundle
+
+    @property
+    def model_version(self) -> str:
+        """The bundle's version."""
+        return self.bundle.model_version
+
+    def score(self, slots: pd.DataFrame, features: pd.DataFrame) -> FloatArray:
+        """Calibrated probabilities of the feature rows (the slots themselves are not needed)."""
+        return self.bundle.predict(features)
+
+    def contributions(self, features: pd.DataFrame) -> FloatArray:
+        """LightGBM `pred_contrib` of the rows."""
+        return self.bundle.contributions(features)
+
+
+def attempts_frame(request: DecisionRequest, key: str | None = None) -> pd.DataFrame:
+    """The invoice's attempts as contract §1 rows (all failed), oldest first.
+
+    `key` replaces the invoice id, so the requests of a batch never share a history.
+    """
     rows = request.attempts
     return pd.DataFrame(
         {
-            "invoice_id": pd.Series([request.invoice_id] * len(rows), dtype="string"),
+            "invoice_id": pd.Series([key or request.invoice_id] * len(rows), dtype="string"),
             "customer_id": pd.Series([request.customer_id] * len(rows), dtype="string"),
             "attempt_id": pd.Series([a.attempt_id for a in rows], dtype="string"),
             "attempted_at": pd.to_datetime([a.attempted_at for a in rows], utc=True),
@@ -62,14 +90,14 @@ def attempts_frame(request: DecisionRequest) -> pd.DataFrame:
     )
 
 
-def candidates_frame(request: DecisionRequest, times: pd.DatetimeIndex) -> pd.DataFrame:
+def candidates_frame(request: DecisionRequest, times: pd.DatetimeIndex, key: str | None = None) -> pd.DataFrame:
     """One `CONTEXT_COLUMNS` row per candidate time: the invoice's context as known now."""
     n = len(times)
     card = request.card
     created = pd.Timestamp(request.customer_created_at) if request.customer_created_at else pd.NaT
     frame = pd.DataFrame(
         {
-            "invoice_id": pd.Series([request.invoice_id] * n, dtype="string"),
+            "invoice_id": pd.Series([key or request.invoice_id] * n, dtype="string"),
             "candidate_at": times,
             "amount": np.full(n, request.amount, dtype=np.int64),
             "currency": pd.Series([request.currency] * n, dtype="string"),
@@ -86,51 +114,7 @@ def candidates_frame(request: DecisionRequest, times: pd.DatetimeIndex) -> pd.Da
     return frame.loc[:, list(CONTEXT_COLUMNS)]
 
 
-def stack_retries(
-    features: pd.DataFrame, retries: int, spacing_hours: float, last_category: str | None
-) -> pd.DataFrame:
-    """B copies of the next retry's features, copy k standing for the k-th retry from now.
-
-    Approximation (documented in the README): the retries before the k-th are assumed to fail
-    with the same decline code as the last one, `spacing_hours` before it. So copy k adds k to
-    `retry_number` (and to the matching decline counter) and sets `hours_since_last_attempt` to
-    the spacing; the calendar, card and first-attempt features are exact at every slot.
-    """
-    base = features.to_numpy(dtype=np.float64, copy=True)
-    n = len(features)
-    stacked = np.tile(base, (retries, 1))
-    k = np.repeat(np.arange(retries, dtype=np.float64), n)
-    position = {name: i for i, name in enumerate(features.columns)}
-    stacked[:, position["retry_number"]] += k
-    later = k > 0
-    stacked[later, position["hours_since_last_attempt"]] = spacing_hours
-    counters = {
-        DeclineCategory.INSUFFICIENT_FUNDS.value: "n_insufficient_funds",
-        DeclineCategory.DO_NOT_HONOR.value: "n_do_not_honor",
-    }
-    if last_category in counters:
-        stacked[:, position[counters[last_category]]] += k
-    return pd.DataFrame(stacked, columns=features.columns)
-
-
 def last_decline_category(attempts: pd.DataFrame) -> str | None:
     """The taxonomy category of the latest decline."""
     category = decline_category(attempts["decline_code"].iloc[-1:]).iloc[0]
     return None if pd.isna(category) else str(category)
-
-
-def score_retries(
-    scorer: Scorer,
-    attempts: pd.DataFrame,
-    candidates: pd.DataFrame,
-    retries: int,
-    spacing_hours: float,
-) -> tuple[pd.DataFrame, FloatArray]:
-    """The next retry's feature rows and P(success) of retry k at slot t, shape (retries, n).
-
-    One vectorised model call scores every (retry index, candidate time) pair.
-    """
-    features = build_retry_features(attempts, candidates)
-    stacked = stack_retries(features, retries, spacing_hours, last_decline_category(attempts))
-    probs = np.asarray(scorer.predict(stacked), dtype=np.float64).reshape(retries, len(candidates))
-    return features, probs

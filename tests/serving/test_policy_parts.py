@@ -1,13 +1,12 @@
-"""Small parts of the policy: the stacked retry matrix and the reasons."""
+"""Small parts of the policy: the projected retry matrix and the reasons."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from features.candidates import FEATURE_COLUMNS
+from features.candidates import FEATURE_COLUMNS, project_retries
 from serving.policy.reasons import model_reasons
-from serving.policy.scoring import stack_retries
 
 
 def feature_frame(n: int) -> pd.DataFrame:
@@ -18,8 +17,16 @@ def feature_frame(n: int) -> pd.DataFrame:
     return frame
 
 
+def stack(frame: pd.DataFrame, retries: int, last_category: str) -> pd.DataFrame:
+    """Copy k of every row scored as the k-th retry from now."""
+    n = len(frame)
+    rows = np.tile(np.arange(n), retries)
+    k = np.repeat(np.arange(retries), n)
+    return project_retries(frame.iloc[rows], k, 24.0, np.array([last_category] * len(rows), dtype=object))
+
+
 def test_stacked_copies_advance_the_retry_number() -> None:
-    stacked = stack_retries(feature_frame(3), retries=3, spacing_hours=24, last_category="insufficient_funds")
+    stacked = stack(feature_frame(3), retries=3, last_category="insufficient_funds")
     assert stacked.shape == (9, len(FEATURE_COLUMNS))
     assert stacked["retry_number"].tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert stacked["n_insufficient_funds"].tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
@@ -29,7 +36,7 @@ def test_stacked_copies_advance_the_retry_number() -> None:
 
 
 def test_other_declines_leave_the_counters_alone() -> None:
-    stacked = stack_retries(feature_frame(2), retries=2, spacing_hours=24, last_category="generic")
+    stacked = stack(feature_frame(2), retries=2, last_category="generic")
     assert (stacked["n_insufficient_funds"] == 1).all()
 
 
