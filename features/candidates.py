@@ -16,7 +16,7 @@ import pandas as pd
 
 from features import geo, money
 from features.history import HISTORY_COLUMNS, history_at
-from features.taxonomy import DECLINE_CATEGORIES, KNOWN_DECLINE_CODES
+from features.taxonomy import DECLINE_CATEGORIES, KNOWN_DECLINE_CODES, map_unique
 from features.timing import TIMING_FEATURES, local_time_features
 
 OTHER = "other"
@@ -90,11 +90,9 @@ def feature_spec_version() -> str:
 def encode_categorical(values: pd.Series, vocabulary: tuple[str, ...]) -> np.ndarray:
     """Index of each value in `vocabulary` as float; unknown → `other` (if listed), missing → NaN."""
     index = {v: float(i) for i, v in enumerate(vocabulary)}
-    text = values.astype("string")
-    codes = text.map(index).astype("Float64")
-    if OTHER in index:
-        codes = codes.where(text.isna() | codes.notna(), index[OTHER])
-    return codes.to_numpy(dtype=np.float64, na_value=np.nan)
+    unknown = index.get(OTHER, np.nan)
+    codes = map_unique(values, lambda v: np.nan if v is None else index.get(v, unknown))
+    return np.asarray(codes, dtype=np.float64)
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -106,19 +104,24 @@ def _column(frame: pd.DataFrame, name: str) -> pd.Series:
 
 def card_features(candidates: pd.DataFrame) -> pd.DataFrame:
     """Card expiry, amount and tenure features as of each candidate time."""
-    at = pd.to_datetime(candidates["candidate_at"], utc=True)
-    exp_month = pd.to_numeric(_column(candidates, "card_exp_month"), errors="coerce")
-    exp_year = pd.to_numeric(_column(candidates, "card_exp_year"), errors="coerce")
+    at = pd.DatetimeIndex(pd.to_datetime(candidates["candidate_at"], utc=True)).as_unit("ns")
+    exp_month = pd.to_numeric(_column(candidates, "card_exp_month"), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+    exp_year = pd.to_numeric(_column(candidates, "card_exp_year"), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
     # A card is valid through the last day of its expiry month.
-    months_to_expiry = (exp_year * 12 + exp_month) - (at.dt.year * 12 + at.dt.month)
-    usd = money.amount_usd(candidates["amount"], candidates["currency"].astype("string").str.lower())
-    created = pd.to_datetime(_column(candidates, "customer_created_at"), utc=True, errors="coerce")
-    tenure = (at - created) / pd.Timedelta(days=1)
+    months_to_expiry = (exp_year * 12 + exp_month) - (at.year.to_numpy() * 12 + at.month.to_numpy())
+    usd = money.amount_usd(candidates["amount"], _column(candidates, "currency").astype("string").str.lower())
+    created = pd.DatetimeIndex(pd.to_datetime(_column(candidates, "customer_created_at"), utc=True, errors="coerce"))
+    tenure_ns = at.asi8 - created.as_unit("ns").asi8
+    tenure = np.where(created.isna(), np.nan, tenure_ns / 86_400e9)
     return pd.DataFrame(
         {
-            "months_to_expiry": months_to_expiry.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan),
-            "amount_usd_log": np.log1p(usd.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)),
-            "tenure_days": tenure.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan),
+            "months_to_expiry": months_to_expiry,
+            "amount_usd_log": np.log1p(usd.to_numpy(dtype=np.float64, na_value=np.nan)),
+            "tenure_days": tenure,
         },
         index=candidates.index,
     )

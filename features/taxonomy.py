@@ -7,10 +7,14 @@ categories. The policy's rules table refers to these categories; it never re-lis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+
+T = TypeVar("T")
 
 
 class DeclineCategory(StrEnum):
@@ -105,16 +109,64 @@ VISA_CATEGORY: dict[str, int] = {
 VISA_GENERIC_CATEGORY = 4
 
 
+def map_unique(values: pd.Series | np.ndarray, fn: Callable[[str | None], T]) -> list[T]:
+    """Apply `fn` once per distinct value (missing values as None) and broadcast the results.
+
+    Code columns hold a handful of distinct values, so this costs one factorize whatever the
+    length, for a 300-row request and a million-row table alike.
+    """
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+    mapped = [fn(None if pd.isna(u) else str(u)) for u in uniques]
+    mapped.append(fn(None))  # code -1: a missing value
+    table = np.empty(len(mapped), dtype=object)
+    table[:] = mapped
+    return list(table[codes])
+
+
+def _clean(code: str | None) -> str | None:
+    """A stripped code, None when missing or blank."""
+    if code is None:
+        return None
+    stripped = code.strip()
+    return stripped or None
+
+
+def _normal_code(code: str | None) -> str | None:
+    """One decline code, stripped and lower-cased."""
+    clean = _clean(code)
+    return clean.lower() if clean else None
+
+
+def _category_of(code: str | None) -> str | None:
+    """One decline code's category value (unknown → other)."""
+    normal = _normal_code(code)
+    return None if normal is None else _CATEGORY_VALUE.get(normal, DeclineCategory.OTHER.value)
+
+
+def normal_response_code(code: str | None) -> str | None:
+    """One ISO 8583 response or advice code: upper-case, single digits zero-padded ("5" → "05")."""
+    clean = _clean(code)
+    if clean is None:
+        return None
+    if clean.endswith(".0") and clean[:-2].isdigit():  # a numeric column read as float
+        clean = clean[:-2]
+    return "0" + clean if len(clean) == 1 and clean.isdigit() else clean.upper()
+
+
+def _visa_category_of(code: str | None) -> int:
+    """One response code's Visa category; 0 when missing."""
+    normal = normal_response_code(code)
+    return 0 if normal is None else VISA_CATEGORY.get(normal, VISA_GENERIC_CATEGORY)
+
+
 def normalise_codes(codes: pd.Series) -> pd.Series:
     """Lower-case, stripped decline codes; missing stays missing."""
-    return codes.astype("string").str.strip().str.lower()
+    return pd.Series(map_unique(codes, _normal_code), index=codes.index, dtype="string")
 
 
 def decline_category(codes: pd.Series) -> pd.Series:
     """Category of each decline code; unknown codes map to `other`, missing to <NA>."""
-    normal = normalise_codes(codes)
-    mapped = normal.map(_CATEGORY_VALUE).astype("string")
-    return mapped.where(normal.isna() | mapped.notna(), DeclineCategory.OTHER.value)
+    return pd.Series(map_unique(codes, _category_of), index=codes.index, dtype="string")
 
 
 def is_hard_decline(codes: pd.Series) -> pd.Series:
@@ -129,14 +181,11 @@ def needs_new_card(codes: pd.Series) -> pd.Series:
 
 
 def normalise_response_codes(codes: pd.Series) -> pd.Series:
-    """ISO 8583 response codes as two-character upper-case strings ("5" → "05")."""
-    text = codes.astype("string").str.strip().str.upper()
-    return text.where(~text.str.fullmatch(r"\d").fillna(False), "0" + text)
+    """ISO 8583 response (or advice) codes as upper-case text, single digits padded ("5" → "05")."""
+    return pd.Series(map_unique(codes, normal_response_code), index=codes.index, dtype="string")
 
 
 def visa_category(network_codes: pd.Series) -> pd.Series:
     """Visa decline category (1–4) of each ISO response code; 0 where the code is missing."""
-    normal = normalise_response_codes(network_codes)
-    known = normal.map(VISA_CATEGORY).astype("Float64")
-    category = known.where(known.notna(), VISA_GENERIC_CATEGORY).where(normal.fillna("") != "", 0)
-    return category.astype(np.int8)
+    values = np.asarray(map_unique(network_codes, _visa_category_of), dtype=np.int8)
+    return pd.Series(values, index=network_codes.index)

@@ -21,50 +21,55 @@ TIMING_FEATURES: tuple[str, ...] = (
 )
 
 
-def to_local_wall_time(at: pd.Series, timezones: pd.Series) -> pd.Series:
-    """Naive local wall-clock time of each UTC instant in its own IANA zone."""
-    at = pd.to_datetime(at, utc=True)
-    local = pd.Series(pd.NaT, index=at.index, dtype="datetime64[ns]")
-    zones = timezones.astype("string").fillna("UTC")
-    for zone, index in zones.groupby(zones, sort=False).groups.items():
-        converted = at.loc[index].dt.tz_convert(str(zone)).dt.tz_localize(None)
-        local.loc[index] = converted.astype("datetime64[ns]")
+def to_local_wall_time(at: pd.Series, timezones: pd.Series) -> np.ndarray:
+    """Naive local wall-clock time (datetime64[ns]) of each UTC instant in its own IANA zone."""
+    instants = pd.DatetimeIndex(pd.to_datetime(at, utc=True)).as_unit("ns")
+    zones = timezones.astype("string").fillna("UTC").to_numpy(dtype=object)
+    codes, uniques = pd.factorize(zones)
+    local = np.empty(len(instants), dtype="datetime64[ns]")
+    for code, zone in enumerate(uniques):
+        rows = codes == code
+        # tz_convert applies each instant's own offset, so DST changes inside a window are exact.
+        local[rows] = instants[rows].tz_convert(str(zone)).tz_localize(None).to_numpy()
     return local
 
 
-def _last_business_day(month_start: pd.Series) -> pd.Series:
-    """The last Monday–Friday of the month that starts at each `month_start`."""
-    month_end = month_start + pd.offsets.MonthEnd(0)
-    weekday = month_end.dt.day_of_week
+def _weekday(days: np.ndarray) -> np.ndarray:
+    """Monday = 0 … Sunday = 6 of datetime64[D] values (1970-01-01 was a Thursday)."""
+    return (days.astype(np.int64) + 3) % 7
+
+
+def _last_business_day(month: np.ndarray) -> np.ndarray:
+    """The last Monday–Friday (datetime64[D]) of each month (datetime64[M])."""
+    month_end = (month + 1).astype("datetime64[D]") - 1
+    weekday = _weekday(month_end)
     back = np.where(weekday == 5, 1, np.where(weekday == 6, 2, 0))
-    return month_end - pd.to_timedelta(back, unit="D")
+    return month_end - back
 
 
 def local_time_features(at: pd.Series, timezones: pd.Series) -> pd.DataFrame:
     """Hour, weekday, day of month and distances to common pay anchors, in local time."""
     local = to_local_wall_time(at, timezones)
-    day = local.dt.normalize()
-    dom = local.dt.day
-    days_in_month = local.dt.days_in_month
-    month_start = day - pd.to_timedelta(dom - 1, unit="D")
-    prev_month_start = month_start - pd.offsets.MonthBegin(1)
+    day = local.astype("datetime64[D]")
+    month = local.astype("datetime64[M]")
+    dom = (day - month.astype("datetime64[D]")).astype(np.int64) + 1
+    days_in_month = ((month + 1).astype("datetime64[D]") - month.astype("datetime64[D]")).astype(np.int64)
+    hour = (local - day).astype("timedelta64[h]").astype(np.int64)
 
-    lbd_this = _last_business_day(month_start)
-    lbd_prev = _last_business_day(prev_month_start)
-    since_lbd = np.where(day >= lbd_this, (day - lbd_this).dt.days, (day - lbd_prev).dt.days)
-
-    prev_days_in_month = prev_month_start.dt.days_in_month
+    lbd_this = _last_business_day(month)
+    lbd_prev = _last_business_day(month - 1)
+    since_lbd = np.where(day >= lbd_this, day - lbd_this, day - lbd_prev).astype(np.int64)
+    prev_days_in_month = (month.astype("datetime64[D]") - (month - 1).astype("datetime64[D]")).astype(np.int64)
     since_15th = np.where(dom >= 15, dom - 15, dom + prev_days_in_month - 15)
-
-    weekday = local.dt.day_of_week
+    weekday = _weekday(day)
     return pd.DataFrame(
         {
-            "local_hour": local.dt.hour.astype(np.float64),
+            "local_hour": hour.astype(np.float64),
             "local_weekday": weekday.astype(np.float64),
             "local_day": dom.astype(np.float64),
             "days_to_month_end": (days_in_month - dom).astype(np.float64),
-            "days_since_last_business_day": np.asarray(since_lbd, dtype=np.float64),
-            "days_since_15th": np.asarray(since_15th, dtype=np.float64),
+            "days_since_last_business_day": since_lbd.astype(np.float64),
+            "days_since_15th": since_15th.astype(np.float64),
             "days_since_friday": ((weekday - 4) % 7).astype(np.float64),
         },
         index=at.index,

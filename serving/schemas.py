@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 from features import geo, money
 
@@ -158,3 +158,55 @@ class ErrorResponse(BaseModel):
     code: str
     message: str
     field: str | None = None
+
+
+class OutcomeIn(_Lenient):
+    """One attempt the scheduler made, with its result (contract §2, `POST /v1/outcomes`)."""
+
+    attempt_id: Identifier
+    invoice_id: Identifier
+    customer_id: Identifier
+    attempted_at: UtcIn
+    succeeded: Annotated[bool, Field(strict=True)]
+    amount: Annotated[int, Field(gt=0, le=MAX_AMOUNT, strict=True, description="Minor units.")]
+    currency: Currency
+    decline_code: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="Required when the attempt failed."
+    )
+    network_decline_code: NetworkCode | None = None
+    merchant_advice_code: NetworkCode | None = None
+    decision_id: Identifier | None = None
+    # Addition to contract §2: the card key network caps are counted by (never a card number).
+    card_fingerprint: Annotated[str, Field(max_length=255)] | None = None
+
+    @model_validator(mode="after")
+    def _failed_needs_code(self) -> OutcomeIn:
+        """A failed attempt without a decline code could not be learned from or exported."""
+        if not self.succeeded and self.decline_code is None:
+            raise ValueError("decline_code is required when succeeded is false")
+        return self
+
+
+class OutcomeAck(BaseModel):
+    """The outcome is durably stored (`created`) or was already stored identically (`duplicate`)."""
+
+    attempt_id: str
+    status: Literal["created", "duplicate"]
+
+
+class CardUpdateIn(_Lenient):
+    """A new card for a customer (contract §2, `POST /v1/card-updates`)."""
+
+    update_id: Identifier
+    customer_id: Identifier
+    invoice_id: Identifier | None = None
+    card: Card
+    updated_at: UtcIn
+    source: Literal["account_updater", "customer"]
+
+
+class CardUpdateAck(BaseModel):
+    """The card update is stored (`created`) or was already stored identically (`duplicate`)."""
+
+    update_id: str
+    status: Literal["created", "duplicate"]
