@@ -1,0 +1,58 @@
+"""The store: what the service decided, what happened, and the recovery KPIs.
+
+Plain functions over SQLAlchemy engines and sessions (no web framework), used by the HTTP
+routes and the CLI:
+
+* schema: :func:`upgrade_database` (Alembic, at startup; the only way the schema is made);
+* connections: :func:`make_engine`, :func:`session_factory`, :func:`is_reachable`;
+* writes: :func:`record_decision(s) <record_decisions>`, :func:`record_outcome`,
+  :func:`record_card_update` (idempotent, commit before returning);
+* reads: :func:`get_decision`, :func:`latest_card_update`, :func:`outcomes_frame` (training
+  export), :func:`compute_kpis`.
+"""
+
+from serving.store.engine import is_reachable, make_engine, session_factory
+from serving.store.kpis import GROUP_BY_CHOICES, compute_kpis
+from serving.store.migrate import alembic_config, current_revision, head_revision, upgrade_database
+from serving.store.repository import (
+    ATTEMPTS_COLUMNS,
+    CardUpdateConflict,
+    CardUpdateRecord,
+    ConflictError,
+    DecisionRecord,
+    OutcomeConflict,
+    OutcomeRecord,
+    get_decision,
+    latest_card_update,
+    outcomes_frame,
+    record_card_update,
+    record_decision,
+    record_decisions,
+    record_outcome,
+)
+
+__all__ = [
+    "ATTEMPTS_COLUMNS",
+    "GROUP_BY_CHOICES",
+    "CardUpdateConflict",
+    "CardUpdateRecord",
+    "ConflictError",
+    "DecisionRecord",
+    "OutcomeConflict",
+    "OutcomeRecord",
+    "alembic_config",
+    "compute_kpis",
+    "current_revision",
+    "get_decision",
+    "head_revision",
+    "is_reachable",
+    "latest_card_update",
+    "make_engine",
+    "outcomes_frame",
+    "record_card_update",
+    "record_decision",
+    "record_decisions",
+    "record_outcome",
+    "session_factory",
+    "upgrade_database",
+]
