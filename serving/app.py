@@ -11,13 +11,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from features.bundle import BundleError, load_bundle
-from serving.api import decisions, health
+from serving.api import decisions, health, kpis, outcomes
+from serving.deps import require_api_key
 from serving.errors import install_error_handlers
 from serving.metrics import create_metrics
 from serving.settings import Settings, get_settings
+from serving.store import make_engine, session_factory, upgrade_database
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.error("cannot serve the model: %s", exc)
             raise
         log.info("serving model %s from %s", app.state.bundle.model_version, config.model_dir)
+        upgrade_database(config.database_url)  # migrations are the only way the schema is made
+        engine = make_engine(config.database_url)
+        app.state.engine = engine
+        app.state.sessions = session_factory(engine)
         yield
         app.state.bundle = None
+        engine.dispose()
 
     app = FastAPI(
         title="retryopt",
@@ -58,5 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = create_metrics()
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(decisions.router)
+    guarded = [Depends(require_api_key)]
+    app.include_router(decisions.router, dependencies=guarded)
+    app.include_router(outcomes.router, dependencies=guarded)
+    app.include_router(kpis.router, dependencies=guarded)
     return app

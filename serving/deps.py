@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Request
+from sqlalchemy.orm import Session, sessionmaker
 
 from features.bundle import Bundle
 from serving.metrics import Metrics
@@ -38,6 +41,25 @@ def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+def get_session(request: Request) -> Iterator[Session]:
+    """A store session for one request, closed afterwards; each write commits before returning."""
+    factory: sessionmaker[Session] = request.app.state.sessions
+    with factory() as session:
+        yield session
+
+
+def require_api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    """With an API key configured, refuse /v1 calls without it (compared in constant time)."""
+    settings: Settings = request.app.state.settings
+    if settings.api_key is None:
+        return
+    expected = settings.api_key.get_secret_value().encode()
+    if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), expected):
+        raise HTTPException(
+            status_code=401, detail="missing or wrong X-API-Key", headers={"WWW-Authenticate": "ApiKey"}
+        )
+
+
 def get_clock() -> datetime:
     """The server time; overridable in tests through `app.dependency_overrides`."""
     return datetime.now(UTC)
@@ -48,3 +70,4 @@ BundleDep = Annotated[Bundle, Depends(get_bundle)]
 ScorerDep = Annotated[BundleScorer, Depends(get_scorer)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ClockDep = Annotated[datetime, Depends(get_clock)]
+SessionDep = Annotated[Session, Depends(get_session)]

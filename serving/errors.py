@@ -13,15 +13,20 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.policy import InvalidFieldError
+from serving.store import ConflictError
 
 log = logging.getLogger(__name__)
+
+STORE_RETRY_AFTER_SECONDS = 5
 
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    409: "conflict",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
@@ -86,6 +91,21 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
+async def conflict(request: Request, exc: Exception) -> JSONResponse:
+    """409: the id is already stored with different content; nothing was changed."""
+    assert isinstance(exc, ConflictError)
+    differing = ", ".join(exc.differing)
+    message = f"{exc.key} is already stored with different {differing}; nothing was changed"
+    return JSONResponse(error_body("conflict", message, exc.differing[0] if exc.differing else None), status_code=409)
+
+
+async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After when the store cannot be reached: nothing was written, resend later."""
+    log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    body = error_body("store_unavailable", "the store is unreachable; nothing was written, retry later")
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
+
+
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     """A bug: logged with its traceback, answered in the error shape without internals."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -97,4 +117,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(InvalidFieldError, invalid_field)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ConflictError, conflict)
+    app.add_exception_handler(OperationalError, store_unavailable)
+    app.add_exception_handler(InterfaceError, store_unavailable)
     app.add_exception_handler(Exception, unexpected_error)

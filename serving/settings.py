@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The model that ships with the repository: <repo>/models/default.
@@ -22,7 +22,28 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RETRYOPT_", extra="ignore", frozen=True)
 
     model_dir: Path = Field(default=DEFAULT_MODEL_DIR, description="Directory of the model bundle to serve.")
-    database_url: str = Field(default="sqlite:///./retryopt.db", description="Store URL (not used yet).")
+    database_url: str = Field(
+        default="sqlite:///./retryopt.db",
+        description="Store of decisions and outcomes: a SQLite file by default, postgresql+psycopg://... in production.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, every /v1 endpoint requires it in the X-API-Key header."
+    )
+    ltv_periods: float = Field(
+        default=12.0,
+        gt=0,
+        description="Expected billing periods a recovered customer keeps paying, counting the recovered one (LTV).",
+    )
+    control_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of invoices (by a hash of the invoice id) decided by the fixed control schedule.",
+    )
+    control_schedule_days: tuple[float, ...] = Field(
+        default=(1, 3, 5, 7),
+        description="The control group's retries, in days after the first failure, at the same time of day.",
+    )
     default_window_days: float = Field(
         default=14, gt=0, description="Retry window when a request gives no window_end, from the first failure."
     )
@@ -66,6 +87,11 @@ class Settings(BaseSettings):
     )
     mastercard_max_declines_30d: int = Field(
         default=35, ge=1, description="Mastercard excessive-attempt threshold: declines on one card in 30 days."
+    )
+    card_update_retry_hours: float = Field(
+        default=1,
+        gt=0,
+        description="After a card update that follows the last failure, the first retry comes within this many hours.",
     )
     log_level: str = Field(default="INFO", description="Log level of the service's loggers.")
 

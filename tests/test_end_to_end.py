@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 def retryopt(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run the installed `retryopt` command (the one a user runs), failing loudly on error."""
     exe = shutil.which("retryopt", path=str(Path(sys.executable).parent)) or "retryopt"
-    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
+    return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def free_port() -> int:

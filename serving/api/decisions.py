@@ -7,11 +7,14 @@ from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
+import pandas as pd
 from fastapi import APIRouter
+from sqlalchemy.orm import Session
 
-from serving.deps import ClockDep, MetricsDep, ScorerDep, SettingsDep
+from serving.deps import ClockDep, MetricsDep, ScorerDep, SessionDep, SettingsDep
 from serving.metrics import Metrics
 from serving.policy import Decision, decide_batch
+from serving.policy.control import policy_arm
 from serving.policy.scoring import Scorer
 from serving.schemas import (
     BatchDecisionRequest,
@@ -22,6 +25,7 @@ from serving.schemas import (
     ScheduledRetry,
 )
 from serving.settings import Settings
+from serving.store import DecisionRecord, card_update_times, record_decisions
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 
@@ -56,37 +60,105 @@ def to_response(decision: Decision, decision_id: str) -> DecisionResponse:
     )
 
 
-def decide_and_count(
+def decision_record(request: DecisionRequest, decision: Decision, decision_id: str, clock: datetime) -> DecisionRecord:
+    """What the store keeps of a decision: the request's summary, the choice, and why."""
+    last = request.attempts[-1]
+    return DecisionRecord(
+        decision_id=decision_id,
+        invoice_id=request.invoice_id,
+        customer_id=request.customer_id,
+        card_brand=request.card.brand,
+        card_fingerprint=request.card.fingerprint,
+        card_country=request.card.country,
+        card_funding=request.card.funding,
+        card_exp_month=request.card.exp_month,
+        card_exp_year=request.card.exp_year,
+        customer_timezone=request.customer_timezone,
+        billing_interval=request.billing_interval,
+        customer_created_at=request.customer_created_at,
+        decline_code=last.decline_code,
+        attempt_count=len(request.attempts),
+        amount=request.amount,
+        currency=request.currency,
+        decided_at=request.now or clock,
+        action=decision.action,
+        retry_at=decision.retry_at.to_pydatetime() if decision.retry_at is not None else None,
+        success_probability=decision.success_probability,
+        expected_recovered_amount=decision.expected_recovered_amount,
+        schedule=[
+            {"retry_at": s.at.isoformat(), "success_probability": s.success_probability} for s in decision.schedule
+        ],
+        reasons=list(decision.reasons),
+        next_step=decision.next_step,
+        model_version=decision.model_version,
+        policy=decision.policy,
+        window_end=(decision.window_end or pd.Timestamp(clock)).to_pydatetime(),
+        max_retries=decision.max_retries if decision.max_retries is not None else 0,
+        blocked_by_rule=decision.blocked_by_rule,
+    )
+
+
+def card_updated_at(session: Session, requests: list[DecisionRequest]) -> list[datetime | None]:
+    """Per request, the latest card update of its customer that applies to its invoice (or None)."""
+    latest: dict[tuple[str, str | None], datetime] = {
+        (customer, invoice): at
+        for customer, invoice, at in card_update_times(session, [r.customer_id for r in requests])
+    }
+    found = []
+    for request in requests:
+        times = [latest.get((request.customer_id, None)), latest.get((request.customer_id, request.invoice_id))]
+        known = [t for t in times if t is not None]
+        found.append(max(known) if known else None)
+    return found
+
+
+def decide_and_record(
     requests: list[DecisionRequest],
     scorer: Scorer,
     settings: Settings,
     clock: datetime,
     metrics: Metrics,
+    session: Session,
     *,
     batch: bool,
 ) -> list[DecisionResponse]:
-    """Run the policy on the requests, record the metrics, and shape the responses."""
+    """Run the policy (control arm by invoice hash, card updates from the store), store the decisions, respond."""
     started = time.perf_counter()
-    decisions = decide_batch(requests, scorer, settings, clock, name_items=batch)
+    arms = [policy_arm(r.invoice_id, settings.control_share) for r in requests]
+    updated_at = card_updated_at(session, requests)
+    decisions = decide_batch(requests, scorer, settings, clock, name_items=batch, arms=arms, card_updated_at=updated_at)
+    ids = [new_decision_id() for _ in decisions]
+    record_decisions(
+        session, [decision_record(r, d, i, clock) for r, d, i in zip(requests, decisions, ids, strict=True)]
+    )
     metrics.decision_seconds.observe(time.perf_counter() - started)
     for decision in decisions:
         metrics.decisions.labels(action=decision.action).inc()
-    return [to_response(decision, new_decision_id()) for decision in decisions]
+    return [to_response(decision, decision_id) for decision, decision_id in zip(decisions, ids, strict=True)]
 
 
 @router.post("/retry-decisions", response_model=DecisionResponse, responses=ERROR_RESPONSES)
 def create_retry_decision(
-    body: DecisionRequest, settings: SettingsDep, scorer: ScorerDep, metrics: MetricsDep, clock: ClockDep
+    body: DecisionRequest,
+    settings: SettingsDep,
+    scorer: ScorerDep,
+    metrics: MetricsDep,
+    clock: ClockDep,
+    session: SessionDep,
 ) -> DecisionResponse:
     """Decide whether and when to retry a failed recurring payment, with the planned schedule and why."""
-    return decide_and_count([body], scorer, settings, clock, metrics, batch=False)[0]
+    return decide_and_record([body], scorer, settings, clock, metrics, session, batch=False)[0]
 
 
 @router.post("/retry-decisions/batch", response_model=BatchDecisionResponse, responses=ERROR_RESPONSES)
 def create_retry_decisions(
-    body: BatchDecisionRequest, settings: SettingsDep, scorer: ScorerDep, metrics: MetricsDep, clock: ClockDep
+    body: BatchDecisionRequest,
+    settings: SettingsDep,
+    scorer: ScorerDep,
+    metrics: MetricsDep,
+    clock: ClockDep,
+    session: SessionDep,
 ) -> BatchDecisionResponse:
     """Decide many invoices at once (one model call for all); decisions come back in request order."""
-    return BatchDecisionResponse(
-        decisions=decide_and_count(body.requests, scorer, settings, clock, metrics, batch=True)
-    )
+    decisions = decide_and_record(body.requests, scorer, settings, clock, metrics, session, batch=True)
+    return BatchDecisionResponse(decisions=decisions)

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.deps import MetricsDep
 from serving.errors import error_body
+from serving.store import is_reachable
 
 router = APIRouter(tags=["operations"])
 
@@ -20,12 +21,16 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready: no model loaded."}})
+@router.get("/readyz", responses={503: {"description": "Not ready: no model loaded or the store is unreachable."}})
 def readyz(request: Request) -> Any:
-    """Ready to decide: the model is loaded (the store check joins when the store does)."""
+    """Ready to decide and to store outcomes: the model is loaded and the store answers."""
     bundle = getattr(request.app.state, "bundle", None)
     if bundle is None:
         body = {"status": "not_ready", **error_body("unavailable", "model not loaded")}
+        return JSONResponse(body, status_code=503)
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None or not is_reachable(engine):
+        body = {"status": "not_ready", **error_body("unavailable", "store unreachable")}
         return JSONResponse(body, status_code=503)
     return {"status": "ready", "model_version": bundle.model_version}
 

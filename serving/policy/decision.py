@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -20,8 +20,9 @@ import pandas as pd
 from features.candidates import FEATURE_COLUMNS, build_retry_features, candidate_times, project_retries
 from serving.policy import reasons
 from serving.policy.context import DecisionContext, InvalidFieldError, resolve_context
+from serving.policy.control import Arm, control_plan
 from serving.policy.planner import Plan, plan_retries
-from serving.policy.rules import NextStep, Verdict, evaluate_rules
+from serving.policy.rules import NextStep, Verdict, evaluate_rules, fresh_card_verdict
 from serving.policy.scoring import FloatArray, Scorer, attempts_frame, candidates_frame, last_decline_category
 from serving.schemas import DecisionRequest
 from serving.settings import Settings
@@ -48,6 +49,10 @@ class Decision:
     expected_recovered_amount: int = 0  # amount × P(the schedule recovers the invoice)
     next_step: NextStep | None = None
     n_candidates: int = field(default=0, compare=False)  # how many times were scored
+    blocked_by_rule: str | None = None  # the rules-table row that stopped or held back the retry
+    window_end: pd.Timestamp | None = None  # the effective window and budget the decision used
+    max_retries: int | None = None
+    policy: Arm = "learned"  # which arm decided: the learned planner or the fixed control schedule
 
     @property
     def retry_at(self) -> pd.Timestamp | None:
@@ -60,9 +65,17 @@ class Decision:
         return self.schedule[0].success_probability if self.schedule else None
 
 
-def _stop(model_version: str, why: list[str], next_step: NextStep | None = None, n_candidates: int = 0) -> Decision:
-    """A stop decision with its reasons."""
-    return Decision("stop", model_version, tuple(why), next_step=next_step, n_candidates=n_candidates)
+def _stop(
+    model_version: str,
+    why: list[str],
+    next_step: NextStep | None = None,
+    n_candidates: int = 0,
+    rule: str | None = None,
+) -> Decision:
+    """A stop decision with its reasons (and the rule behind it, when a rule stopped it)."""
+    return Decision(
+        "stop", model_version, tuple(why), next_step=next_step, n_candidates=n_candidates, blocked_by_rule=rule
+    )
 
 
 def _room_for(span_hours: float, spacing_hours: float) -> int:
@@ -93,6 +106,10 @@ def _retry_reasons(
     """Rules that shaped the plan, the model's view of the chosen slot, and the numbers."""
     verdict, ctx = pending.verdict, pending.ctx
     why = [firing.reason() for firing in verdict.firings]
+    if pending.arm == "control":
+        why.append(reasons.control_reason(settings.control_schedule_days))
+        why.append(reasons.probability_reason(plan.probabilities[0], plan.total_probability, len(plan.slots)))
+        return why
     if verdict.cap is not None and pending.budget == verdict.max_retries_by_caps and pending.budget < ctx.retries_left:
         why.append(verdict.cap.reason())
     if ctx.window_cut:
@@ -101,6 +118,12 @@ def _retry_reasons(
     why.append(reasons.search_reason(len(pending.times), ctx.now, ctx.window_end))
     why.append(reasons.probability_reason(plan.probabilities[0], plan.total_probability, len(plan.slots)))
     return why
+
+
+def _holding_rule(pending: _Pending) -> str | None:
+    """The rule that pushed the first retry later than the planner could otherwise go, if any."""
+    delays = [f for f in pending.verdict.firings if f.rule.hours or f.rule.period_days]
+    return delays[-1].rule.name if delays else None
 
 
 @dataclass(frozen=True)
@@ -114,17 +137,35 @@ class _Pending:
     verdict: Verdict
     times: pd.DatetimeIndex
     budget: int
+    arm: Arm
 
 
 def _prepare(
-    index: int, request: DecisionRequest, model_version: str, settings: Settings, clock: datetime
+    index: int,
+    request: DecisionRequest,
+    arm: Arm,
+    model_version: str,
+    settings: Settings,
+    clock: datetime,
+    card_updated_at: datetime | None = None,
 ) -> Decision | _Pending:
     """Rules, budget and window: a stop decision, or what the model must score."""
     ctx = resolve_context(request, settings, clock)
     attempts = attempts_frame(request, key=str(index))
-    verdict = evaluate_rules(attempts, request.card.brand, settings)
+    fresh_card = card_updated_at is not None and pd.Timestamp(card_updated_at) > ctx.last_attempt
+    if fresh_card and card_updated_at is not None:
+        # A new card since the last failure: the old card's declines and spacing no longer apply.
+        verdict = fresh_card_verdict(pd.Timestamp(card_updated_at), ctx.now, settings)
+        ctx = replace(
+            ctx,
+            window_end=min(ctx.window_end, verdict.not_before + pd.Timedelta(hours=settings.card_update_retry_hours)),
+        )
+    else:
+        verdict = evaluate_rules(attempts, request.card.brand, settings)
     if verdict.stops:
-        return _stop(model_version, [f.reason() for f in verdict.stops], verdict.next_step)
+        return _stop(
+            model_version, [f.reason() for f in verdict.stops], verdict.next_step, rule=verdict.stops[0].rule.name
+        )
     if ctx.retries_left <= 0:
         return _stop(model_version, [reasons.budget_reason(ctx.retries_made, ctx.max_retries)])
     if ctx.now >= ctx.window_end:
@@ -134,11 +175,12 @@ def _prepare(
     times = _candidate_grid(earliest, ctx, pd.Timedelta(minutes=settings.candidate_step_minutes))
     if len(times) == 0:
         rule_reasons = [f.reason() for f in verdict.firings]
-        return _stop(model_version, [reasons.no_time_left_reason(earliest, ctx.window_end), *rule_reasons])
+        rule = verdict.firings[-1].rule.name if verdict.firings and verdict.not_before > ctx.now else None
+        return _stop(model_version, [reasons.no_time_left_reason(earliest, ctx.window_end), *rule_reasons], rule=rule)
     budget = _budget(ctx, verdict, times, settings)
     if budget <= 0 and verdict.cap is not None:
-        return _stop(model_version, [verdict.cap.reason()])
-    return _Pending(index, request, ctx, attempts, verdict, times, budget)
+        return _stop(model_version, [verdict.cap.reason()], rule=verdict.cap.rule.name)
+    return _Pending(index, request, ctx, attempts, verdict, times, budget, arm)
 
 
 @dataclass(frozen=True)
@@ -179,7 +221,9 @@ def _score(pending: Sequence[_Pending], scorer: Scorer, settings: Settings) -> _
 
 
 def _plan(pending: _Pending, probs: FloatArray, settings: Settings) -> Plan:
-    """The planner's schedule for one request."""
+    """The planner's schedule for one request (the fixed schedule for the control arm)."""
+    if pending.arm == "control":
+        return control_plan(pending.times, probs, pending.ctx, settings)
     return plan_retries(
         pending.times,
         probs,
@@ -198,16 +242,26 @@ def decide_batch(
     clock: datetime,
     *,
     name_items: bool = True,
+    arms: Sequence[Arm] | None = None,
+    card_updated_at: Sequence[datetime | None] | None = None,
 ) -> list[Decision]:
     """Decide many invoices with one feature-library call, one model call and one explanation call.
 
     Raises InvalidFieldError when a request contradicts itself; with `name_items` its field is
-    prefixed `requests.<i>.` as in the batch body.
+    prefixed `requests.<i>.` as in the batch body. `arms` assigns each request to the learned
+    planner (default) or the fixed control schedule; both obey the same rules. `card_updated_at`
+    gives, per request, the latest card update of its customer (None when there is none).
     """
     prepared: list[Decision | _Pending] = []
     for i, request in enumerate(requests):
         try:
-            prepared.append(_prepare(i, request, scorer.model_version, settings, clock))
+            arm: Arm = arms[i] if arms is not None else "learned"
+            updated = card_updated_at[i] if card_updated_at is not None else None
+            item = _prepare(i, request, arm, scorer.model_version, settings, clock, updated)
+            if isinstance(item, Decision):
+                ctx = resolve_context(request, settings, clock)
+                item = replace(item, window_end=ctx.window_end, max_retries=ctx.max_retries)
+            prepared.append(item)
         except InvalidFieldError as exc:
             if not name_items:
                 raise
@@ -228,12 +282,23 @@ def decide_batch(
         if isinstance(item, Decision):
             decisions.append(item)
             continue
+        arm = item.arm
         plan = plans[item.index]
         probs = scored.probabilities[pending.index(item)]
+        if not plan.slots and arm == "control":
+            why = reasons.control_reason(settings.control_schedule_days) + ": no scheduled retry left in the window"
+            stop = _stop(scorer.model_version, [why], n_candidates=len(item.times))
+            decisions.append(
+                replace(stop, policy=arm, window_end=item.ctx.window_end, max_retries=item.ctx.max_retries)
+            )
+            continue
         if not plan.slots:
             best = plan.best_slot if plan.best_slot is not None else 0
             why = reasons.not_worth_reason(float(probs[0, best]), item.times[best], settings.attempt_cost)
-            decisions.append(_stop(scorer.model_version, [why], n_candidates=len(item.times)))
+            stop = _stop(scorer.model_version, [why], n_candidates=len(item.times))
+            decisions.append(
+                replace(stop, policy=arm, window_end=item.ctx.window_end, max_retries=item.ctx.max_retries)
+            )
             continue
         row, contribution = explained[item.index]
         schedule = tuple(PlannedRetry(at, p) for at, p in zip(plan.times, plan.probabilities, strict=True))
@@ -245,6 +310,10 @@ def decide_batch(
                 schedule=schedule,
                 expected_recovered_amount=round(item.request.amount * plan.total_probability),
                 n_candidates=len(item.times),
+                blocked_by_rule=_holding_rule(item),
+                policy=arm,
+                window_end=item.ctx.window_end,
+                max_retries=item.ctx.max_retries,
             )
         )
     return decisions

@@ -133,3 +133,9 @@ def not_worth_reason(probability: float, at: pd.Timestamp, cost: float) -> str:
 def window_cut_reason(max_days: float) -> str:
     """Why the window is shorter than asked."""
     return f"the retry window was cut to {max_days:g} days after the first failure (the longest allowed)"
+
+
+def control_reason(days: tuple[float, ...]) -> str:
+    """Why a control-group invoice follows the fixed schedule."""
+    offsets = ", ".join(f"+{d:g}" for d in days)
+    return f"control group: fixed schedule ({offsets} days after the first failure), kept to measure the learned policy's uplift"

@@ -362,3 +362,33 @@ def evaluate_rules(attempts: pd.DataFrame, brand: str, settings: Settings) -> Ve
         cap=caps.tightest,
         firings=(*firings, *caps.delaying),
     )
+
+
+CARD_UPDATED = Rule(
+    name="card_updated",
+    network="any",
+    brands=(),
+    match=Match.EVERY_ATTEMPT,
+    codes=(),
+    scope=Scope.LAST,
+    effect=Effect.DELAY,
+    reason="the card was updated after the last failure: retry promptly on the new card",
+    source="Recovery practice: retry as soon as the card is updated (shared/domain.md)",
+)
+
+
+def fresh_card_verdict(updated_at: pd.Timestamp, now: pd.Timestamp, settings: Settings) -> Verdict:
+    """What the rules allow once the card changed after the last failure: a prompt retry.
+
+    The old card's declines (expired, hard, advice codes), its spacing and its attempt caps
+    belonged to that card; the new card starts clean.
+    """
+    return Verdict(
+        stops=(),
+        next_step=None,
+        not_before=max(updated_at, now),
+        spacing_hours=settings.min_retry_spacing_hours,
+        max_retries_by_caps=None,
+        cap=None,
+        firings=(Firing(CARD_UPDATED),),
+    )

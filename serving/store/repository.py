@@ -356,6 +356,19 @@ def latest_card_update(session: Session, customer_id: str) -> CardUpdateRecord |
     return CardUpdateRecord(**{f.name: row[f.name] for f in fields(CardUpdateRecord)})
 
 
+def card_update_times(session: Session, customer_ids: Sequence[str]) -> list[tuple[str, str | None, datetime]]:
+    """(customer, invoice or None for every invoice, latest updated_at) of the customers' card updates."""
+    if not customer_ids:
+        return []
+    updates = CARD_UPDATES
+    rows = session.execute(
+        select(updates.c.customer_id, updates.c.invoice_id, func.max(updates.c.updated_at))
+        .where(updates.c.customer_id.in_(list(customer_ids)))
+        .group_by(updates.c.customer_id, updates.c.invoice_id)
+    ).all()
+    return [(str(customer), invoice, at) for customer, invoice, at in rows]
+
+
 def invoice_decision_value(column: str, invoice_id: ColumnElement[str], *, latest: bool = True) -> ScalarSelect[Any]:
     """A column of an invoice's latest (or first) decision, as a correlated scalar subquery.
 

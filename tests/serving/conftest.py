@@ -98,9 +98,10 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(bundle_dir: Path) -> Settings:
-    """Default settings serving the tiny bundle."""
-    return Settings(model_dir=bundle_dir)
+def settings(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Default settings serving the tiny bundle, with a store of its own."""
+    store = tmp_path_factory.mktemp("store") / "retryopt.db"
+    return Settings(model_dir=bundle_dir, database_url=f"sqlite:///{store}")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,65 @@
+"""`POST /v1/outcomes` and `POST /v1/card-updates`: what the scheduler did and learned, stored once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+
+from serving.deps import SessionDep
+from serving.schemas import CardUpdateAck, CardUpdateIn, ErrorResponse, OutcomeAck, OutcomeIn
+from serving.store import CardUpdateRecord, OutcomeRecord, get_decision, record_card_update, record_outcome
+
+router = APIRouter(prefix="/v1", tags=["outcomes"])
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Already stored with the same content (idempotent repeat)."},
+    409: {"model": ErrorResponse, "description": "The id is already stored with different content."},
+    422: {"model": ErrorResponse, "description": "Invalid body; `field` names the offending field."},
+    503: {"model": ErrorResponse, "description": "The store is unreachable; nothing was written. Retry later."},
+}
+
+
+@router.post("/outcomes", status_code=status.HTTP_201_CREATED, response_model=OutcomeAck, responses=RESPONSES)
+def report_outcome(body: OutcomeIn, session: SessionDep, response: Response) -> OutcomeAck:
+    """Store one attempt's outcome; a 2xx means it is committed. Repeats of the same attempt_id are no-ops."""
+    fingerprint = body.card_fingerprint
+    if fingerprint is None and body.decision_id is not None:
+        decision = get_decision(session, body.decision_id)
+        fingerprint = decision.card_fingerprint if decision is not None else None
+    record = OutcomeRecord(
+        attempt_id=body.attempt_id,
+        invoice_id=body.invoice_id,
+        customer_id=body.customer_id,
+        attempted_at=body.attempted_at,
+        succeeded=body.succeeded,
+        amount=body.amount,
+        currency=body.currency,
+        decline_code=body.decline_code,
+        network_decline_code=body.network_decline_code,
+        merchant_advice_code=body.merchant_advice_code,
+        decision_id=body.decision_id,
+        card_fingerprint=fingerprint,
+    )
+    result = record_outcome(session, record)
+    if result == "duplicate":
+        response.status_code = status.HTTP_200_OK
+    return OutcomeAck(attempt_id=body.attempt_id, status=result)
+
+
+@router.post("/card-updates", status_code=status.HTTP_201_CREATED, response_model=CardUpdateAck, responses=RESPONSES)
+def report_card_update(body: CardUpdateIn, session: SessionDep, response: Response) -> CardUpdateAck:
+    """Store a new card for a customer; later decisions for their older failures treat the card as new."""
+    record = CardUpdateRecord(
+        update_id=body.update_id,
+        customer_id=body.customer_id,
+        invoice_id=body.invoice_id,
+        card=body.card.model_dump(exclude_none=True),
+        card_fingerprint=body.card.fingerprint,
+        updated_at=body.updated_at,
+        source=body.source,
+    )
+    result = record_card_update(session, record)
+    if result == "duplicate":
+        response.status_code = status.HTTP_200_OK
+    return CardUpdateAck(update_id=body.update_id, status=result)
