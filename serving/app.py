@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import Depends, FastAPI
 
 from features.bundle import BundleError, load_bundle
-from serving.api import decisions, health, kpis, outcomes
+from serving.api import dashboard, decisions, health, kpis, outcomes
 from serving.deps import require_api_key
 from serving.errors import install_error_handlers
 from serving.metrics import create_metrics
@@ -69,4 +69,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(decisions.router, dependencies=guarded)
     app.include_router(outcomes.router, dependencies=guarded)
     app.include_router(kpis.router, dependencies=guarded)
+    app.include_router(dashboard.router)  # guarded by its own router dependency (require_api_key)
     return app

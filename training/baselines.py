@@ -42,6 +42,9 @@ class LoopState:
     decline_codes: np.ndarray  # (n, max_retries + 1)
     network_codes: np.ndarray
     advice_codes: np.ndarray
+    # When the account updater refreshed the card (int64 ns, NaT when it never does): a scheduler
+    # learns it through a card-update event at that time, and may ask for a new decision then.
+    card_updated_at: np.ndarray | None = None
 
     def subset(self, rows: np.ndarray) -> LoopState:
         """The state of some of the invoices (positions in this state)."""
@@ -55,6 +58,7 @@ class LoopState:
             decline_codes=self.decline_codes[rows],
             network_codes=self.network_codes[rows],
             advice_codes=self.advice_codes[rows],
+            card_updated_at=None if self.card_updated_at is None else self.card_updated_at[rows],
         )
 
     @property

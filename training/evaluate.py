@@ -88,6 +88,7 @@ class HeldOut:
     first_attempts: pd.DataFrame  # time and codes of each first failure (positional)
     uniforms: np.ndarray  # (invoices, max_retries): retry r of invoice i succeeds iff u < p
     seed: int
+    card_updated_at: np.ndarray | None = None  # account-updater refresh per invoice (ns, NaT if none)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def held_out_world(config: EvaluationConfig) -> HeldOut:
         first_attempts=world.first_attempts().reset_index(drop=True),
         uniforms=rng.random((len(invoices), config.max_retries)),
         seed=config.seed,
+        card_updated_at=_utc_ns(invoices["updater_refresh_at"]),
     )
 
 
@@ -182,6 +184,9 @@ class RuleChecker:
             )
             key = (brands[row], *codes)
             last = int(state.times[row, n - 1])
+            updated = NAT if state.card_updated_at is None else int(state.card_updated_at[row])
+            if updated != NAT and last < updated <= int(when):
+                continue  # a new card since the last failure: the old card's rules no longer apply
             if n < cap and key in self.cache:
                 stops, wait = self.cache[key]
             else:
@@ -241,6 +246,7 @@ def run_policy(
             decline_codes=codes[active],
             network_codes=network[active],
             advice_codes=advice[active],
+            card_updated_at=None if held.card_updated_at is None else held.card_updated_at[active],
         )
         last = state.last_at
         wanted = np.asarray(policy(state), dtype=np.int64)
@@ -293,9 +299,12 @@ def _optional(value: object) -> object:
     return None if value is None or pd.isna(value) else value  # type: ignore[call-overload]
 
 
-def decision_requests(state: LoopState, world: World) -> list[DecisionRequest]:
-    """One decision request per invoice, as the scheduler would send it right after the latest failure."""
-    now = _index(state.last_at + int(DECISION_DELAY.value))
+def decision_requests(state: LoopState, world: World, now_ns: np.ndarray | None = None) -> list[DecisionRequest]:
+    """One decision request per invoice, as the scheduler would send it right after the latest failure.
+
+    `now_ns` overrides when it asks (e.g. when a card-update event arrives later).
+    """
+    now = _index(state.last_at + int(DECISION_DELAY.value) if now_ns is None else now_ns)
     expiry = world.card_expiry(state.invoice_ids, now)  # the card on file then (after any updater refresh)
     window_end = _index(state.window_end)
     times = [_index(row) for row in state.times]
@@ -382,18 +391,43 @@ def decision_policy(world: World, make_scorer: ScorerFactory, settings: Settings
     """A policy that asks `decide_batch` (rules, budget, window, model, planner) after every failure."""
     from serving.policy.decision import decide_batch
 
+    def ask(state: LoopState, rows: np.ndarray, now_ns: np.ndarray, out: np.ndarray) -> None:
+        """Decide the given rows as of `now_ns`, telling the policy of card updates known by then."""
+        requests = decision_requests(state.subset(rows), world, now_ns)
+        updated = state.card_updated_at[rows] if state.card_updated_at is not None else np.full(len(rows), NAT)
+        known = [
+            None if u == NAT or u > t else _index(np.array([u]))[0].to_pydatetime()
+            for u, t in zip(updated, now_ns, strict=True)
+        ]
+        for start in range(0, len(requests), batch_size):
+            batch = requests[start : start + batch_size]
+            clock = _index(now_ns[start : start + 1])[0].to_pydatetime()
+            decisions = decide_batch(
+                batch, make_scorer(batch), settings, clock, card_updated_at=known[start : start + batch_size]
+            )
+            for j, decision in enumerate(decisions):
+                if decision.action == "retry" and decision.retry_at is not None:
+                    out[rows[start + j]] = pd.Timestamp(decision.retry_at).as_unit("ns").value
+
     def next_retry(state: LoopState) -> np.ndarray:
         out = np.full(len(state.invoice_ids), NAT, dtype=np.int64)
         # A scheduler asks only while the window is open (a retry may have landed at its very end).
-        asking = np.flatnonzero(state.last_at + int(DECISION_DELAY.value) < state.window_end)
-        requests = decision_requests(state.subset(asking), world)
-        for start in range(0, len(requests), batch_size):
-            batch = requests[start : start + batch_size]
-            clock = _index(state.last_at[asking[start : start + 1]])[0].to_pydatetime()
-            decisions = decide_batch(batch, make_scorer(batch), settings, clock)
-            for j, decision in enumerate(decisions):
-                if decision.action == "retry" and decision.retry_at is not None:
-                    out[asking[start + j]] = pd.Timestamp(decision.retry_at).as_unit("ns").value
+        now = state.last_at + int(DECISION_DELAY.value)
+        asking = np.flatnonzero(now < state.window_end)
+        ask(state, asking, now[asking], out)
+        if state.card_updated_at is not None:
+            # A stopped invoice whose card is refreshed later in the window is asked about again
+            # when the card-update event arrives.
+            later = state.card_updated_at + int(DECISION_DELAY.value)
+            again = np.flatnonzero(
+                (out == NAT)
+                & (state.card_updated_at != NAT)
+                & (state.card_updated_at > state.last_at)
+                & (later < state.window_end)
+                & (later > now)
+            )
+            if again.size:
+                ask(state, again, later[again], out)
         return out
 
     return next_retry
