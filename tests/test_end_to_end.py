@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,20 +12,16 @@ import httpx
 import pandas as pd
 import pytest
 
+from tests.processes import retryopt_executable, running_server
+
 pytestmark = pytest.mark.slow
 
 
 def retryopt(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the installed `retryopt` command (the one a user runs), failing loudly on error."""
-    exe = shutil.which("retryopt", path=str(Path(sys.executable).parent)) or "retryopt"
+    """Run the installed `retryopt` command (the one a user runs), with MLflow logging into `cwd`."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
-    return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    command = [retryopt_executable(), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -47,35 +39,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(trained: Path) -> Iterator[str]:
     """`retryopt serve` on a free loopback port, with the freshly trained model."""
-    port = free_port()
-    exe = shutil.which("retryopt", path=str(Path(sys.executable).parent)) or "retryopt"
-    env = {**os.environ, "RETRYOPT_DATABASE_URL": f"sqlite:///{trained / 'store.db'}"}
-    proc = subprocess.Popen(
-        [exe, "serve", "--model", "model", "--port", str(port)],
-        cwd=trained,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-            time.sleep(0.3)
-        else:
-            pytest.fail("server did not become ready in 60 s")
+    env = {"RETRYOPT_DATABASE_URL": f"sqlite:///{trained / 'store.db'}"}
+    with running_server(["--model", "model"], cwd=trained, env=env) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def test_simulated_file_follows_the_contract(trained: Path) -> None:
