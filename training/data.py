@@ -22,44 +22,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from features.contract import CONTRACT_COLUMNS, REQUIRED_COLUMNS
 from features.geo import COUNTRIES, resolve_timezones, timezone_by_lower_name
 from features.money import CURRENCY_EXPONENTS
 
 logger = logging.getLogger(__name__)
 
-# Contract section 1, in its order, then the column this loader derives.
-CONTRACT_COLUMNS: tuple[str, ...] = (
-    "invoice_id",
-    "customer_id",
-    "attempt_id",
-    "attempted_at",
-    "amount",
-    "currency",
-    "succeeded",
-    "decline_code",
-    "network_decline_code",
-    "merchant_advice_code",
-    "card_brand",
-    "card_funding",
-    "card_country",
-    "customer_timezone",
-    "card_exp_month",
-    "card_exp_year",
-    "card_fingerprint",
-    "billing_interval",
-    "customer_created_at",
-)
+# Contract section 1 (features.contract), then the column this loader derives.
 ATTEMPT_COLUMNS: tuple[str, ...] = (*CONTRACT_COLUMNS, "attempt_number")
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "invoice_id",
-    "customer_id",
-    "attempt_id",
-    "attempted_at",
-    "amount",
-    "currency",
-    "succeeded",
-    "card_brand",
-)
 
 CARD_FUNDINGS = frozenset({"credit", "debit", "prepaid", "unknown"})
 BILLING_INTERVALS = frozenset({"day", "week", "month", "year"})

@@ -17,30 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.contract import CONTRACT_COLUMNS
+
 # ---------------------------------------------------------------------------------------------
 # Output schema (shared/contract.md §1), in contract order.
 # ---------------------------------------------------------------------------------------------
-ATTEMPT_COLUMNS: tuple[str, ...] = (
-    "invoice_id",
-    "customer_id",
-    "attempt_id",
-    "attempted_at",
-    "amount",
-    "currency",
-    "succeeded",
-    "decline_code",
-    "network_decline_code",
-    "merchant_advice_code",
-    "card_brand",
-    "card_funding",
-    "card_country",
-    "customer_timezone",
-    "card_exp_month",
-    "card_exp_year",
-    "card_fingerprint",
-    "billing_interval",
-    "customer_created_at",
-)
+ATTEMPT_COLUMNS: tuple[str, ...] = CONTRACT_COLUMNS
 
 _STRING_COLUMNS = tuple(
     c

@@ -24,33 +24,13 @@ from sqlalchemy import ColumnElement, ScalarSelect, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from features.contract import CONTRACT_COLUMNS
 from serving.store.models import ACTIONS, CARD_UPDATE_SOURCES, CARD_UPDATES, DECISIONS, OUTCOMES, POLICIES
 
 Created = Literal["created", "duplicate"]
 
-# Contract §1 columns, in the contract's order (training.data.CONTRACT_COLUMNS; serving must not
-# import training, so the list is repeated here and a test keeps the two equal).
-ATTEMPTS_COLUMNS: tuple[str, ...] = (
-    "invoice_id",
-    "customer_id",
-    "attempt_id",
-    "attempted_at",
-    "amount",
-    "currency",
-    "succeeded",
-    "decline_code",
-    "network_decline_code",
-    "merchant_advice_code",
-    "card_brand",
-    "card_funding",
-    "card_country",
-    "customer_timezone",
-    "card_exp_month",
-    "card_exp_year",
-    "card_fingerprint",
-    "billing_interval",
-    "customer_created_at",
-)
+# Contract §1 columns, in the contract's order (one list, in features.contract).
+ATTEMPTS_COLUMNS: tuple[str, ...] = CONTRACT_COLUMNS
 # Written after the contract columns by ``outcomes_frame`` (extra columns are allowed by §1).
 EXTRA_EXPORT_COLUMNS: tuple[str, ...] = ("decision_id",)
 UNKNOWN_CARD_BRAND = "unknown"
