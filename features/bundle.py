@@ -58,9 +58,14 @@ class Bundle:
         return np.asarray(self.booster.predict(matrix, pred_contrib=True, num_threads=1))
 
 
+# Isotonic calibration maps the score's tails to exactly 0 or 1; no retry is certain either way,
+# and a single surprise at p = 0 would cost ~14 nats of log loss, so probabilities stay inside.
+PROBABILITY_FLOOR = 1e-3
+
+
 def calibrate(raw: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Apply a monotone (isotonic) calibration map given as breakpoints, clipped to [0, 1]."""
-    return np.clip(np.interp(raw, x, y), 0.0, 1.0)
+    """Apply a monotone (isotonic) calibration map given as breakpoints, kept off exact 0 and 1."""
+    return np.clip(np.interp(raw, x, y), PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
 
 
 def signature() -> dict[str, Any]:

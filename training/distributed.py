@@ -38,8 +38,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.bundle import save_bundle
-from features.candidates import CATEGORICAL_FEATURES, FEATURE_COLUMNS, feature_spec_version, retry_training_rows
+from features.bundle import calibrate, save_bundle
+from features.candidates import CATEGORICAL_FEATURES, FEATURE_COLUMNS, retry_training_rows
 from features.taxonomy import decline_category
 from training.data import CONTRACT_COLUMNS, REQUIRED_COLUMNS, AttemptsDataError, validate_attempts, write_attempts
 from training.metrics import metrics_by_group, probability_metrics
@@ -52,6 +52,7 @@ from training.train import (
     fit_isotonic,
     fit_logistic_baseline,
     library_versions,
+    new_model_version,
     time_split,
 )
 
@@ -438,7 +439,7 @@ def evaluate(
     raw = np.asarray(booster.predict(x_test.to_numpy(dtype=np.float64)))
     predictions = {
         "raw": raw,
-        "calibrated": np.clip(np.interp(raw, cal_x, cal_y), 0.0, 1.0),
+        "calibrated": calibrate(raw, cal_x, cal_y),
         "baseline": baseline.predict_proba(x_test)[:, 1],
     }
     metrics = {
@@ -460,7 +461,7 @@ def dask_manifest(
     """The manifest `train_model` writes, plus how the cluster trained the model."""
     created = datetime.now(UTC)
     return {
-        "model_version": f"lgbm-{created:%Y%m%d%H%M%S}-{feature_spec_version()[:6]}",
+        "model_version": new_model_version(created),
         "created_at": created.isoformat(),
         "versions": dask_versions(),
         "metrics": metrics,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import lightgbm as lgb
 import numpy as np
@@ -25,7 +26,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import features
-from features.bundle import save_bundle
+from features.bundle import calibrate, save_bundle
 from features.candidates import (
     CATEGORICAL_FEATURES,
     FEATURE_COLUMNS,
@@ -199,6 +200,11 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def new_model_version(created: datetime) -> str:
+    """Time, feature spec and a random tag: two models trained in the same second stay distinct."""
+    return f"lgbm-{created:%Y%m%d%H%M%S}-{feature_spec_version()[:6]}-{uuid4().hex[:4]}"
+
+
 def train_model(attempts: pd.DataFrame, out_dir: Path, config: TrainConfig | None = None) -> TrainResult:
     """Train, calibrate and evaluate on a time split, then write a servable bundle to `out_dir`."""
     config = config or TrainConfig()
@@ -214,7 +220,7 @@ def train_model(attempts: pd.DataFrame, out_dir: Path, config: TrainConfig | Non
     raw_calibration = booster.predict(x[parts["calibration"]].to_numpy(dtype=np.float64))
     cal_x, cal_y = fit_isotonic(np.asarray(raw_calibration), y[parts["calibration"]])
     test_raw = np.asarray(booster.predict(x[parts["test"]].to_numpy(dtype=np.float64)))
-    test_p = np.clip(np.interp(test_raw, cal_x, cal_y), 0.0, 1.0)
+    test_p = calibrate(test_raw, cal_x, cal_y)
 
     baseline = fit_logistic_baseline(x[parts["train"]], y[parts["train"]])
     baseline_p = baseline.predict_proba(x[parts["test"]])[:, 1]
@@ -228,7 +234,7 @@ def train_model(attempts: pd.DataFrame, out_dir: Path, config: TrainConfig | Non
     }
     created = datetime.now(UTC)
     manifest = {
-        "model_version": f"lgbm-{created:%Y%m%d%H%M%S}-{feature_spec_version()[:6]}",
+        "model_version": new_model_version(created),
         "created_at": created.isoformat(),
         "versions": library_versions(),
         "metrics": metrics,
