@@ -30,12 +30,12 @@ lint: install-test
 	$(BIN)/mypy features serving
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
-# Rebuilds the shipped model (models/default) from simulated data; see models/default/MODEL_CARD.md.
+# Rebuilds the shipped model (models/default) from 1,000,000 simulated invoices (several minutes).
 model: install
-	$(BIN)/retryopt simulate --invoices 100000 --seed 7 --out build/sim-100k.parquet
-	$(BIN)/retryopt train --data build/sim-100k.parquet --out models/default --seed 7
+	$(BIN)/retryopt simulate --invoices 1000000 --seed 7 --out build/sim-1m.parquet
+	$(BIN)/retryopt train --data build/sim-1m.parquet --out models/default --seed 7
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

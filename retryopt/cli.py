@@ -317,25 +317,47 @@ def import_stripe(
 
 @app.command()
 def serve(
-    model: Annotated[Path | None, typer.Option(help="Model bundle directory (default: the shipped model).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model bundle directory or MLflow URI (models:/NAME@champion, models:/NAME/3, runs:/ID/bundle); "
+            "default: RETRYOPT_MODEL_URI, else RETRYOPT_MODEL_DIR, else the shipped model."
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Start the HTTP API."""
+    """Start the HTTP API; on SIGTERM, finish the requests in flight, then exit 0."""
+    import os
+    import signal
+
     import uvicorn
 
     from features.bundle import BundleError, load_bundle
     from serving.app import create_app
+    from serving.model_source import is_model_uri
     from serving.settings import get_settings
 
     settings = get_settings()
     if model is not None:
-        settings = settings.model_copy(update={"model_dir": model})
-    try:
-        load_bundle(settings.model_dir)  # fail fast with the reason, before binding a port
-    except BundleError as exc:
-        fail(str(exc))
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        source = {"model_uri": model} if is_model_uri(model) else {"model_uri": None, "model_dir": Path(model)}
+        settings = settings.model_copy(update=source)
+    if not settings.model_fallback and settings.model_uri is None:
+        try:
+            load_bundle(settings.model_dir)  # no fallback wanted: fail fast with the reason, before binding a port
+        except BundleError as exc:
+            fail(str(exc))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in the log on reloads
+    # uvicorn drains in-flight requests on SIGTERM, then raises the signal again once its own handler
+    # is gone: this one turns that into a clean exit 0 (and ends the process before uvicorn starts).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+    )
 
 
 @app.command()

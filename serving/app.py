@@ -6,18 +6,23 @@ Nothing happens at import time. Run with `uvicorn --factory serving.app:create_a
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
-from features.bundle import BundleError, load_bundle
-from serving.api import dashboard, decisions, health, kpis, outcomes
-from serving.deps import require_api_key
+from serving.api import admin, dashboard, decisions, health, kpis, outcomes
+from serving.deps import require_admin_key, require_api_key
 from serving.errors import install_error_handlers
+from serving.limits import install_body_limit
 from serving.metrics import create_metrics
+from serving.model_source import ModelHolder, follow, is_model_uri, open_model
 from serving.settings import Settings, get_settings
 from serving.store import make_engine, session_factory, upgrade_database
 
@@ -32,27 +37,47 @@ def _package_version() -> str:
         return "0.0.0"
 
 
+def start_poller(holder: ModelHolder, settings: Settings) -> asyncio.Task[None] | None:
+    """Follow the registry (reload when the alias moves) when the source is a URI and polling is on."""
+    if settings.model_poll_seconds <= 0 or not is_model_uri(holder.source):
+        return None
+    return asyncio.create_task(follow(holder, settings.model_poll_seconds), name="retryopt-model-poller")
+
+
+async def stop_poller(task: asyncio.Task[None] | None) -> None:
+    """Cancel the poller and wait for it, so shutdown never leaves a reload half-done on the loop."""
+    if task is None:
+        return
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """A configured app; its lifespan loads the model bundle and fails startup if it cannot."""
+    """A configured app; its lifespan loads the model (fallback mode when it cannot) and opens the store."""
     config = settings if settings is not None else get_settings()
     logging.getLogger("serving").setLevel(config.log_level.upper())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        """Load the bundle once; a bundle that cannot be served stops the startup with its reason."""
+        """Load the model, migrate and open the store, follow the registry; undo it all at shutdown."""
+        workdir = Path(tempfile.mkdtemp(prefix="retryopt-models-"))  # this process's downloaded versions
         try:
-            app.state.bundle = load_bundle(config.model_dir)
-        except BundleError as exc:
-            log.error("cannot serve the model: %s", exc)
-            raise
-        log.info("serving model %s from %s", app.state.bundle.model_version, config.model_dir)
-        upgrade_database(config.database_url)  # migrations are the only way the schema is made
-        engine = make_engine(config.database_url)
-        app.state.engine = engine
-        app.state.sessions = session_factory(engine)
-        yield
-        app.state.bundle = None
-        engine.dispose()
+            holder = await open_model(config, workdir, app.state.metrics.model_reloads)
+            upgrade_database(config.database_url)  # migrations are the only way the schema is made
+            engine = make_engine(config.database_url)
+            app.state.engine = engine
+            app.state.sessions = session_factory(engine)
+            app.state.models = holder
+            poller = start_poller(holder, config)
+            try:
+                yield
+            finally:
+                await stop_poller(poller)
+                app.state.models = None
+                engine.dispose()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     app = FastAPI(
         title="retryopt",
@@ -61,13 +86,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = config
-    app.state.bundle = None
+    app.state.models = None  # the ModelHolder, from startup on
     app.state.metrics = create_metrics()
     install_error_handlers(app)
+    install_body_limit(app)
     app.include_router(health.router)
     guarded = [Depends(require_api_key)]
     app.include_router(decisions.router, dependencies=guarded)
     app.include_router(outcomes.router, dependencies=guarded)
     app.include_router(kpis.router, dependencies=guarded)
     app.include_router(dashboard.router)  # guarded by its own router dependency (require_api_key)
+    app.include_router(admin.router, dependencies=[Depends(require_admin_key)])
     return app

@@ -17,6 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.policy import InvalidFieldError
+from serving.schemas import CARD_NUMBER_ERROR
 from serving.store import ConflictError
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,11 @@ STORE_RETRY_AFTER_SECONDS = 5
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
-    409: "conflict",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
     415: "unsupported_media_type",
     503: "unavailable",
 }
@@ -46,6 +48,19 @@ def field_path(loc: Sequence[int | str]) -> str | None:
     if parts and parts[0] in {"body", "query", "path", "header"}:
         parts = parts[1:]
     return ".".join(parts) or None
+
+
+def error_field(error: dict[str, Any]) -> str | None:
+    """The dotted path of a pydantic error, down to the unknown key when the error names one.
+
+    A card number in a field the model ignores (`card.number`) is reported by the model's own
+    validator, whose location is the model (`card`); the key it found is in the error's context.
+    """
+    path = field_path(error.get("loc", ()))
+    key = (error.get("ctx") or {}).get("key")
+    if error.get("type") != CARD_NUMBER_ERROR or not key:
+        return path
+    return f"{path}.{key}" if path else str(key)
 
 
 def _error_message(error: dict[str, Any], field: str | None) -> str:
@@ -65,12 +80,7 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         detail = first.get("ctx", {}).get("error", "invalid JSON")
         return JSONResponse(error_body("malformed_json", f"request body is not valid JSON: {detail}"), status_code=400)
     details = [
-        {
-            "field": field_path(e.get("loc", ())),
-            "message": _error_message(e, field_path(e.get("loc", ()))),
-            "type": e.get("type"),
-        }
-        for e in errors
+        {"field": error_field(e), "message": _error_message(e, error_field(e)), "type": e.get("type")} for e in errors
     ]
     first = details[0] if details else {"field": None, "message": "invalid request"}
     body = error_body("invalid_request", str(first["message"]), first["field"], errors=details)

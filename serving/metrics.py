@@ -17,6 +17,7 @@ class Metrics:
     registry: CollectorRegistry
     decisions: Counter
     decision_seconds: Histogram
+    model_reloads: Counter
 
 
 def create_metrics() -> Metrics:
@@ -29,4 +30,10 @@ def create_metrics() -> Metrics:
         buckets=LATENCY_BUCKETS,
         registry=registry,
     )
-    return Metrics(registry=registry, decisions=decisions, decision_seconds=seconds)
+    reloads = Counter(
+        "retryopt_model_reloads",
+        "Model reloads by result: success (a new model is served), unchanged, failure (the old model is kept).",
+        ["result"],
+        registry=registry,
+    )
+    return Metrics(registry=registry, decisions=decisions, decision_seconds=seconds, model_reloads=reloads)

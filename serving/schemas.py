@@ -7,10 +7,13 @@ window) need the server clock and live in `serving.policy.context`.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic_core import PydanticCustomError
 
 from features import geo, money
 
@@ -18,6 +21,9 @@ MAX_AMOUNT = 10**12
 MAX_ATTEMPTS = 1000
 MAX_BATCH = 10_000  # a nightly batch of a mid-size merchant fits in one call
 MAX_RETRIES_LIMIT = 100  # more retries than any provider allows (Recurly: 20 attempts)
+# Timestamps outside this range are rejected, as the attempts loader rejects them (training.data).
+TIMESTAMP_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+TIMESTAMP_MAX = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def _utc_text(at: datetime) -> str:
@@ -27,7 +33,13 @@ def _utc_text(at: datetime) -> str:
 
 
 def _as_utc(at: datetime) -> datetime:
-    """The same instant expressed in UTC (requests may carry any offset)."""
+    """The same instant in UTC (requests may carry any offset), within the range the service handles.
+
+    The bounds are the attempts loader's: an instant outside them is a typo or a placeholder
+    (0001-01-01, 9999-12-31), and converting one could overflow `datetime` or pandas' timestamps.
+    """
+    if not TIMESTAMP_MIN <= at < TIMESTAMP_MAX:  # aware comparison: no conversion, no overflow
+        raise ValueError(f"timestamp out of range ({TIMESTAMP_MIN:%Y-%m-%d} to {TIMESTAMP_MAX:%Y-%m-%d})")
     return at.astimezone(UTC)
 
 
@@ -58,31 +70,199 @@ def _timezone(name: str) -> str:
     return canonical
 
 
+# A card number (PAN) is 13 to 19 digits, sometimes grouped by spaces or dashes, ending in a Luhn
+# check digit. Card networks' numbers start with 3 (Amex, Diners, JCB), 4 (Visa), 5 (Mastercard),
+# 6 (Discover, UnionPay) or 2221-2720 (Mastercard 2-series); requiring such a prefix spares ids that
+# merely contain a number, a tenth of which pass the Luhn check: a Unix time in milliseconds
+# (1730469600002) or a date-stamped number (2026110100012346).
+# A run glued to letters ("cus_b47302422155619", a hex id) is part of an id, not a number someone
+# pasted, so runs must stand alone: bounded by the text's ends, spaces or punctuation.
+_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])\d{13,19}(?![0-9A-Za-z])")
+_GROUPED_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])\d(?:[ -]?\d){12,}(?![0-9A-Za-z])")
+_PAN_FIRST_DIGITS = frozenset("3456")
+_MASTERCARD_2_SERIES = range(2221, 2721)
+CARD_NUMBER_ERROR = "card_number"  # the pydantic error type, kept in the 422's `errors`
+_CARD_NUMBER_MESSAGE = "looks like a card number (PAN); send the processor's card fingerprint, never the number"
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn (mod 10) check every payment card number ends with."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _card_network_prefix(digits: str) -> bool:
+    """True when digits start like a card network's numbers (the issuer identification number)."""
+    return digits[0] in _PAN_FIRST_DIGITS or int(digits[:4]) in _MASTERCARD_2_SERIES
+
+
+def _digit_runs(text: str) -> Iterator[str]:
+    """Candidate numbers in text: bare runs of 13-19 digits, and runs grouped by spaces or dashes."""
+    for match in _DIGIT_RUN.finditer(text):
+        yield match.group()
+    for match in _GROUPED_DIGIT_RUN.finditer(text):
+        yield match.group().replace(" ", "").replace("-", "")
+
+
+def looks_like_card_number(text: str) -> bool:
+    """True when text contains 13-19 digits (grouped or not) that could be a card's number.
+
+    Why: the service must never receive, log or store a PAN (PCI DSS scope); a scheduler that
+    puts one in an id or a fingerprint by mistake gets a 422 instead of a stored card number.
+    """
+    if len(text) < 13:  # most ids: no regex at all
+        return False
+    return any(13 <= len(run) <= 19 and _card_network_prefix(run) and luhn_valid(run) for run in _digit_runs(text))
+
+
+# Control characters and unpaired surrogates (a JSON "\ud800" escape) can't be stored: PostgreSQL
+# rejects NUL in text and JSON, and no store can encode a lone surrogate as UTF-8 (both were 500s).
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+UNSTORABLE_ERROR = "unstorable_text"
+
+
+def _storable(text: str) -> str:
+    """Reject text holding control characters or unpaired surrogates, which no store accepts."""
+    if _UNSTORABLE.search(text):
+        raise PydanticCustomError(
+            UNSTORABLE_ERROR, "must not contain control characters (U+0000-U+001F, U+007F) or unpaired surrogates"
+        )
+    return text
+
+
+def _printable(key: str, limit: int = 64) -> str:
+    """A client-chosen key, safe to put in a JSON message: surrogates escaped, at most `limit` characters."""
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")[:limit]
+
+
+def _no_card_number(text: str) -> str:
+    """Reject free text holding a card number; the message never repeats the value."""
+    if looks_like_card_number(text):
+        raise PydanticCustomError(CARD_NUMBER_ERROR, _CARD_NUMBER_MESSAGE)
+    return text
+
+
+def _card_number_key(value: Any, path: str = "") -> str | None:
+    """The dotted path, inside an unknown (ignored) value, of the first string or number that looks like a PAN."""
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return path if looks_like_card_number(str(value)) else None
+    items: list[tuple[Any, Any]] = []
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    for key, item in items:
+        name = _printable(str(key))
+        found = _card_number_key(item, f"{path}.{name}" if path else name)
+        if found is not None:
+            return found
+    return None
+
+
 UtcIn = Annotated[AwareDatetime, AfterValidator(_as_utc)]
 UtcOut = Annotated[datetime, PlainSerializer(_utc_text, return_type=str)]
-Currency = Annotated[str, AfterValidator(_currency)]
-Country = Annotated[str, AfterValidator(_country)]
+# The accepted codes are listed in the OpenAPI document (in the contract's spelling; other cases are
+# accepted too), so clients and generated tests know them.
+Currency = Annotated[
+    str, AfterValidator(_currency), Field(json_schema_extra={"enum": sorted(money.CURRENCY_EXPONENTS)})
+]
+Country = Annotated[str, AfterValidator(_country), Field(json_schema_extra={"enum": sorted(geo.COUNTRIES)})]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
-Identifier = Annotated[str, Field(min_length=1, max_length=255)]
+# Every free-text field of a request: any storable string the scheduler chooses, never a card number.
+FreeText = Annotated[str, AfterValidator(_storable), AfterValidator(_no_card_number)]
+Identifier = Annotated[FreeText, Field(min_length=1, max_length=255)]
 # Response and advice codes are strings ("05" ≠ 5), but a number is taken as its text.
-NetworkCode = Annotated[str, Field(min_length=1, max_length=8, coerce_numbers_to_str=True)]
+# (Flat, not nested in FreeText: a nested Annotated would lose coerce_numbers_to_str.)
+NetworkCode = Annotated[
+    str,
+    Field(min_length=1, max_length=8, coerce_numbers_to_str=True),
+    AfterValidator(_storable),
+    AfterValidator(_no_card_number),
+]
+
+
+# The contract's examples (shared/contract.md §2), shown in /docs and sent first by the API fuzz tests.
+_CARD_EXAMPLE: dict[str, Any] = {
+    "brand": "visa",
+    "funding": "debit",
+    "country": "US",
+    "exp_month": 4,
+    "exp_year": 2027,
+    "fingerprint": "fp_7Hq2",
+}
+DECISION_EXAMPLE: dict[str, Any] = {
+    "invoice_id": "in_123",
+    "customer_id": "cus_9",
+    "amount": 4900,
+    "currency": "usd",
+    "card": _CARD_EXAMPLE,
+    "customer_timezone": "America/Chicago",
+    "attempts": [
+        {
+            "attempt_id": "in_123_a1",
+            "attempted_at": "2026-11-01T14:00:00Z",
+            "decline_code": "insufficient_funds",
+            "network_decline_code": "51",
+            "merchant_advice_code": None,
+        }
+    ],
+    "now": "2026-11-01T14:05:00Z",
+    "window_end": "2026-11-15T14:00:00Z",
+    "max_retries": 4,
+}
+OUTCOME_EXAMPLE: dict[str, Any] = {
+    "attempt_id": "in_123_a2",
+    "invoice_id": "in_123",
+    "customer_id": "cus_9",
+    "attempted_at": "2026-11-03T11:00:00Z",
+    "succeeded": True,
+    "amount": 4900,
+    "currency": "usd",
+    "decision_id": None,
+}
+CARD_UPDATE_EXAMPLE: dict[str, Any] = {
+    "update_id": "cu_1",
+    "customer_id": "cus_9",
+    "invoice_id": "in_123",
+    "card": {**_CARD_EXAMPLE, "exp_year": 2030},
+    "updated_at": "2026-11-02T09:00:00Z",
+    "source": "account_updater",
+}
 
 
 class _Lenient(BaseModel):
-    """Ignore unknown fields: a newer scheduler's request stays valid here."""
+    """Ignore unknown fields: a newer scheduler's request stays valid here (unless one holds a card number)."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_card_number_in_unknown_fields(cls, data: Any) -> Any:
+        """An ignored field is not stored, but a card number in it is still the caller's bug to hear about."""
+        if not isinstance(data, dict):
+            return data
+        unknown = {key: value for key, value in data.items() if key not in cls.model_fields}
+        key = _card_number_key(unknown)
+        if key is not None:
+            # `key` in the context lets the error handler name the field (`card.number`).
+            raise PydanticCustomError(CARD_NUMBER_ERROR, _CARD_NUMBER_MESSAGE, {"key": key})
+        return data
 
 
 class Card(_Lenient):
     """The card on file, as the processor reports it (never the card number)."""
 
-    brand: Annotated[str, Field(min_length=1, max_length=32)]
-    funding: Annotated[str, Field(max_length=32)] | None = None
+    brand: Annotated[FreeText, Field(min_length=1, max_length=32)]
+    funding: Annotated[FreeText, Field(max_length=32)] | None = None
     country: Country | None = None
     exp_month: Annotated[int, Field(ge=1, le=12, strict=True)] | None = None
     exp_year: Annotated[int, Field(ge=1000, le=9999, strict=True)] | None = None
-    fingerprint: Annotated[str, Field(max_length=255)] | None = None
+    fingerprint: Annotated[FreeText, Field(max_length=255)] | None = None
 
 
 class Attempt(_Lenient):
@@ -90,13 +270,15 @@ class Attempt(_Lenient):
 
     attempt_id: Identifier
     attempted_at: UtcIn
-    decline_code: Annotated[str, Field(min_length=1, max_length=64)]
+    decline_code: Annotated[FreeText, Field(min_length=1, max_length=64)]
     network_decline_code: NetworkCode | None = None
     merchant_advice_code: NetworkCode | None = None
 
 
 class DecisionRequest(_Lenient):
     """When (and whether) to retry a failed recurring payment, given its history."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [DECISION_EXAMPLE]})
 
     invoice_id: Identifier
     customer_id: Identifier
@@ -143,6 +325,8 @@ class DecisionResponse(BaseModel):
 class BatchDecisionRequest(_Lenient):
     """Many decisions in one call, decided in one vectorised pass."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"requests": [DECISION_EXAMPLE]}]})
+
     requests: Annotated[list[DecisionRequest], Field(min_length=1, max_length=MAX_BATCH)]
 
 
@@ -163,6 +347,8 @@ class ErrorResponse(BaseModel):
 class OutcomeIn(_Lenient):
     """One attempt the scheduler made, with its result (contract §2, `POST /v1/outcomes`)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [OUTCOME_EXAMPLE]})
+
     attempt_id: Identifier
     invoice_id: Identifier
     customer_id: Identifier
@@ -170,14 +356,14 @@ class OutcomeIn(_Lenient):
     succeeded: Annotated[bool, Field(strict=True)]
     amount: Annotated[int, Field(gt=0, le=MAX_AMOUNT, strict=True, description="Minor units.")]
     currency: Currency
-    decline_code: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+    decline_code: Annotated[FreeText, Field(min_length=1, max_length=64)] | None = Field(
         None, description="Required when the attempt failed."
     )
     network_decline_code: NetworkCode | None = None
     merchant_advice_code: NetworkCode | None = None
     decision_id: Identifier | None = None
     # Addition to contract §2: the card key network caps are counted by (never a card number).
-    card_fingerprint: Annotated[str, Field(max_length=255)] | None = None
+    card_fingerprint: Annotated[FreeText, Field(max_length=255)] | None = None
 
     @model_validator(mode="after")
     def _failed_needs_code(self) -> OutcomeIn:
@@ -196,6 +382,8 @@ class OutcomeAck(BaseModel):
 
 class CardUpdateIn(_Lenient):
     """A new card for a customer (contract §2, `POST /v1/card-updates`)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [CARD_UPDATE_EXAMPLE]})
 
     update_id: Identifier
     customer_id: Identifier

@@ -22,12 +22,49 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RETRYOPT_", extra="ignore", frozen=True)
 
     model_dir: Path = Field(default=DEFAULT_MODEL_DIR, description="Directory of the model bundle to serve.")
+    model_uri: str | None = Field(
+        default=None,
+        description=(
+            "MLflow URI of the model to serve (models:/NAME@champion, models:/NAME/3, runs:/ID/bundle); "
+            "wins over model_dir. With an @alias, the service follows the alias (model_poll_seconds)."
+        ),
+    )
+    model_poll_seconds: float = Field(
+        default=30,
+        ge=0,
+        description="How often to ask the registry where the model_uri alias points, and reload when it moved; 0: never.",
+    )
+    model_fallback: bool = Field(
+        default=True,
+        description=(
+            "Start in fallback mode (rules + the fixed schedule, /readyz degraded) when the model cannot be "
+            "loaded; false: refuse to start instead."
+        ),
+    )
+    fallback_success_probability: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="In fallback mode, the success probability reported for every planned retry: a prior, not a prediction.",
+    )
     database_url: str = Field(
         default="sqlite:///./retryopt.db",
         description="Store of decisions and outcomes: a SQLite file by default, postgresql+psycopg://... in production.",
     )
     api_key: SecretStr | None = Field(
         default=None, description="When set, every /v1 endpoint requires it in the X-API-Key header."
+    )
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Key for /admin endpoints in X-API-Key (default: api_key); with neither set, only loopback "
+            "clients may call them."
+        ),
+    )
+    graceful_shutdown_seconds: int = Field(
+        default=20,
+        ge=0,
+        description="On SIGTERM, how long `retryopt serve` waits for in-flight requests before closing them.",
     )
     ltv_periods: float = Field(
         default=12.0,

@@ -42,6 +42,11 @@ TIMESTAMP_MAX = pd.Timestamp("2100-01-01", tz="UTC")
 
 _TRUE_WORDS = frozenset({"true", "t", "yes", "1"})
 _FALSE_WORDS = frozenset({"false", "f", "no", "0"})
+# What tools write for a missing value once they have turned it into text: str(float("nan")),
+# str(None), pandas' <NA> and NaT. Read as missing, so a required column reports the row instead of
+# keeping "nan" as a card brand or a decline code, or "None" as an invoice id that merges unrelated
+# rows. "NA" (Namibia) and "null" (a possible id) stay values, as the CSV reader keeps them.
+_MISSING_WORDS = pa.array(["nan", "NaN", "NAN", "-nan", "None", "none", "NONE", "<NA>", "NaT", "nat", "NAT"])
 # An ISO 8601 time of day followed by a UTC offset ("Z", "+02:00", "+0200", "-05").
 _OFFSET_PATTERN = r"[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
 _CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -258,14 +263,20 @@ def _is_number_dtype(values: pd.Series) -> bool:
 
 
 def _text(values: pd.Series) -> pd.Series:
-    """Any column as stripped strings, with "" as missing; integral floats lose their '.0'."""
+    """Any column as stripped strings, "" and "nan"/"None" as missing; integral floats lose their '.0'."""
     values = _plain(values)
     if pd.api.types.is_float_dtype(values.dtype):
         known = values.dropna()
         if (np.isfinite(known) & (known == np.floor(known)) & (np.abs(known) < 2**53)).all():
             values = values.astype("Int64")  # 51.0 (an int column that had NaNs) -> "51"
     text = values.astype(_STR).str.strip()
-    return text.where(text != "")
+    return text.where((text != "").to_numpy(dtype=bool, na_value=False) & ~_missing_words(text))
+
+
+def _missing_words(text: pd.Series) -> np.ndarray:
+    """Mask of values spelled as a missing value (``_MISSING_WORDS``), via Arrow's hash lookup."""
+    found = pc.is_in(pa.array(text.array), value_set=_MISSING_WORDS)
+    return np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _required(text: pd.Series, column: str, issues: _Issues) -> None:

@@ -32,17 +32,19 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
+from serving.model_source import ModelSourceError, download_bundle, is_model_uri
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_NAME = "retry_model"  # the logged model's name inside its run
 BUNDLE_ARTIFACT = "bundle"
-MANIFEST = "manifest.json"  # the file that marks a bundle directory (features.bundle.MANIFEST)
 # What loading the pyfunc needs besides the retryopt package itself (the `features` library).
 PYFUNC_REQUIREMENTS = ("mlflow", "lightgbm", "numpy", "pandas", "scikit-learn", "pyarrow", "tzdata", "cloudpickle")
 
 
-class RegistryError(Exception):
-    """The registry cannot do what was asked; str() is a one-line reason."""
+# The registry cannot do what was asked; str() is a one-line reason. One class with the model
+# source's error, so `except RegistryError` still catches what the moved `download_bundle` raises.
+RegistryError = ModelSourceError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,25 +161,8 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# From a registry URI back to a bundle directory (serving-safe: MLflow and the standard library).
+# From a registry URI back to a bundle directory (`download_bundle`, `is_model_uri`: serving.model_source).
 # ---------------------------------------------------------------------------------------------
-def download_bundle(uri: str, dst: str | Path) -> Path:
-    """Download a registered model (`models:/NAME@alias`, `models:/NAME/3`, `runs:/…`) into `dst`
-    and return the bundle directory inside it (the one directory holding a manifest.json)."""
-    import mlflow.artifacts
-
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
-    manifests = sorted(local.rglob(MANIFEST)) if local.is_dir() else []
-    if len(manifests) != 1:
-        raise RegistryError(f"{uri}: expected one model bundle in the artifacts, found {len(manifests)}")
-    return manifests[0].parent
-
-
-def is_model_uri(uri: str | Path) -> bool:
-    """True for MLflow URIs (`models:/…`, `runs:/…`), false for local paths."""
-    return str(uri).startswith(("models:/", "runs:/"))
-
-
 def resolve_model_uri(uri: str | Path, cache_dir: str | Path | None = None) -> Path:
     """A local bundle directory for a path or an MLflow URI (downloaded into `cache_dir`, else a
     fresh temporary directory that the caller owns)."""

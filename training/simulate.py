@@ -427,11 +427,14 @@ def _mac_wait_hours(mac: np.ndarray) -> np.ndarray:
 
 
 def _hex_ids(rng: np.random.Generator, prefix: str, size: int) -> np.ndarray:
-    """Unique random ids like `in_3f9a...`, redrawn on the (astronomically rare) collision."""
+    """Unique random ids like `in_x3f9a...`, redrawn on the (astronomically rare) collision.
+
+    The `x` keeps an all-digit draw from looking like a card number to the API's PAN check.
+    """
     while True:
         raw = rng.integers(0, 2**60, size=size, dtype=np.int64)
         if np.unique(raw).size == size:
-            return np.array([f"{prefix}{v:015x}" for v in raw.tolist()], dtype=object)
+            return np.array([f"{prefix}x{v:015x}" for v in raw.tolist()], dtype=object)
 
 
 def _utc_ns(values: object) -> np.ndarray:

@@ -63,7 +63,15 @@ def parse_bound(name: str, text: str | None, *, inclusive_day: bool) -> datetime
     response_class=HTMLResponse,
     responses={
         200: {"content": {"text/html": {}}, "description": "The dashboard page."},
-        422: {"model": ErrorResponse, "description": "Invalid query parameter."},
+        # Errors are JSON, not the page's text/html: spelled out, since `model` would file them under text/html.
+        401: {
+            "content": {"application/json": {"schema": ErrorResponse.model_json_schema()}},
+            "description": "Missing or wrong X-API-Key (when the service has a key).",
+        },
+        422: {
+            "content": {"application/json": {"schema": ErrorResponse.model_json_schema()}},
+            "description": "Invalid query parameter.",
+        },
     },
 )
 def dashboard(

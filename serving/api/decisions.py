@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from serving.deps import ClockDep, MetricsDep, ScorerDep, SessionDep, SettingsDep
 from serving.metrics import Metrics
 from serving.policy import Decision, decide_batch
-from serving.policy.control import policy_arm
+from serving.policy.control import Arm, policy_arm
+from serving.policy.fallback import FALLBACK_VERSION
 from serving.policy.scoring import Scorer
 from serving.schemas import (
     BatchDecisionRequest,
@@ -31,8 +32,10 @@ router = APIRouter(prefix="/v1", tags=["decisions"])
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed JSON."},
+    401: {"model": ErrorResponse, "description": "Missing or wrong X-API-Key (when the service has a key)."},
+    413: {"model": ErrorResponse, "description": "Request body over the size limit; split the batch."},
     422: {"model": ErrorResponse, "description": "Invalid request; `field` names the offending field."},
-    503: {"model": ErrorResponse, "description": "No model loaded."},
+    503: {"model": ErrorResponse, "description": "No model loaded, or the store is unreachable."},
 }
 
 
@@ -124,7 +127,8 @@ def decide_and_record(
 ) -> list[DecisionResponse]:
     """Run the policy (control arm by invoice hash, card updates from the store), store the decisions, respond."""
     started = time.perf_counter()
-    arms = [policy_arm(r.invoice_id, settings.control_share) for r in requests]
+    fallback = scorer.model_version == FALLBACK_VERSION
+    arms: list[Arm] = ["fallback" if fallback else policy_arm(r.invoice_id, settings.control_share) for r in requests]
     updated_at = card_updated_at(session, requests)
     decisions = decide_batch(requests, scorer, settings, clock, name_items=batch, arms=arms, card_updated_at=updated_at)
     ids = [new_decision_id() for _ in decisions]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving.deps import MetricsDep
+from serving.deps import MetricsDep, get_served_model
 from serving.errors import error_body
+from serving.model_source import ServedModel
 from serving.store import is_reachable
 
 router = APIRouter(tags=["operations"])
@@ -21,18 +22,35 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready: no model loaded or the store is unreachable."}})
-def readyz(request: Request) -> Any:
-    """Ready to decide and to store outcomes: the model is loaded and the store answers."""
-    bundle = getattr(request.app.state, "bundle", None)
-    if bundle is None:
+def model_status(served: ServedModel) -> dict[str, Any]:
+    """What /readyz says of the model: ready, or degraded (fallback mode) with the reason."""
+    where = {
+        "model_version": served.model_version,
+        "model_source": served.source,
+        "source_version": served.source_version,
+    }
+    if served.degraded:
+        return {"status": "degraded", "reason": served.fallback_reason, **where}
+    return {"status": "ready", **where}
+
+
+@router.get(
+    "/readyz",
+    responses={
+        200: {"description": "Ready, or `degraded`: deciding in fallback mode (rules + fixed schedule); alert on it."},
+        503: {"description": "Not ready: startup is not over or the store is unreachable."},
+    },
+)
+def readyz(request: Request, served: Annotated[ServedModel | None, Depends(get_served_model)]) -> Any:
+    """Ready to decide and to store outcomes: a model (or fallback mode) is served and the store answers."""
+    if served is None:
         body = {"status": "not_ready", **error_body("unavailable", "model not loaded")}
         return JSONResponse(body, status_code=503)
     engine = getattr(request.app.state, "engine", None)
     if engine is None or not is_reachable(engine):
         body = {"status": "not_ready", **error_body("unavailable", "store unreachable")}
         return JSONResponse(body, status_code=503)
-    return {"status": "ready", "model_version": bundle.model_version}
+    return model_status(served)
 
 
 @router.get("/metrics", response_class=Response)

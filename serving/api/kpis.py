@@ -14,7 +14,14 @@ from serving.store import GROUP_BY_CHOICES, compute_kpis
 router = APIRouter(prefix="/v1", tags=["kpis"])
 
 
-@router.get("/kpis", responses={422: {"model": ErrorResponse, "description": "Invalid query parameter."}})
+@router.get(
+    "/kpis",
+    responses={
+        401: {"model": ErrorResponse, "description": "Missing or wrong X-API-Key (when the service has a key)."},
+        422: {"model": ErrorResponse, "description": "Invalid query parameter."},
+        503: {"model": ErrorResponse, "description": "The store is unreachable."},
+    },
+)
 def kpis(
     session: SessionDep,
     settings: SettingsDep,

@@ -14,7 +14,10 @@ router = APIRouter(prefix="/v1", tags=["outcomes"])
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Already stored with the same content (idempotent repeat)."},
+    400: {"model": ErrorResponse, "description": "Malformed JSON."},
+    401: {"model": ErrorResponse, "description": "Missing or wrong X-API-Key (when the service has a key)."},
     409: {"model": ErrorResponse, "description": "The id is already stored with different content."},
+    413: {"model": ErrorResponse, "description": "Request body over the size limit."},
     422: {"model": ErrorResponse, "description": "Invalid body; `field` names the offending field."},
     503: {"model": ErrorResponse, "description": "The store is unreachable; nothing was written. Retry later."},
 }

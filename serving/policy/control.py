@@ -1,5 +1,7 @@
 """The control arm: a fixed retry schedule for a hashed share of invoices, to prove uplift.
 
+The same fixed schedule serves the fallback arm when no model can be loaded.
+
 Merchants prove a retry tool pays by comparing it with a holdout on a plain schedule. The
 control arm obeys the same rules as the learned planner; only the choice of times differs.
 """
@@ -15,7 +17,8 @@ from serving.policy.context import DecisionContext
 from serving.policy.planner import FloatArray, Plan
 from serving.settings import Settings
 
-Arm = Literal["learned", "control"]
+# `fallback`: no model can be served, so every invoice follows the fixed schedule (policy/fallback.py).
+Arm = Literal["learned", "control", "fallback"]
 
 
 def policy_arm(invoice_id: str, control_share: float) -> Arm:

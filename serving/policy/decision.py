@@ -106,8 +106,8 @@ def _retry_reasons(
     """Rules that shaped the plan, the model's view of the chosen slot, and the numbers."""
     verdict, ctx = pending.verdict, pending.ctx
     why = [firing.reason() for firing in verdict.firings]
-    if pending.arm == "control":
-        why.append(reasons.control_reason(settings.control_schedule_days))
+    if pending.arm != "learned":
+        why.append(reasons.fixed_schedule_reason(pending.arm, settings.control_schedule_days))
         why.append(reasons.probability_reason(plan.probabilities[0], plan.total_probability, len(plan.slots)))
         return why
     if verdict.cap is not None and pending.budget == verdict.max_retries_by_caps and pending.budget < ctx.retries_left:
@@ -222,7 +222,7 @@ def _score(pending: Sequence[_Pending], scorer: Scorer, settings: Settings) -> _
 
 def _plan(pending: _Pending, probs: FloatArray, settings: Settings) -> Plan:
     """The planner's schedule for one request (the fixed schedule for the control arm)."""
-    if pending.arm == "control":
+    if pending.arm != "learned":
         return control_plan(pending.times, probs, pending.ctx, settings)
     return plan_retries(
         pending.times,
@@ -285,8 +285,11 @@ def decide_batch(
         arm = item.arm
         plan = plans[item.index]
         probs = scored.probabilities[pending.index(item)]
-        if not plan.slots and arm == "control":
-            why = reasons.control_reason(settings.control_schedule_days) + ": no scheduled retry left in the window"
+        if not plan.slots and arm != "learned":
+            why = (
+                reasons.fixed_schedule_reason(arm, settings.control_schedule_days)
+                + ": no scheduled retry left in the window"
+            )
             stop = _stop(scorer.model_version, [why], n_candidates=len(item.times))
             decisions.append(
                 replace(stop, policy=arm, window_end=item.ctx.window_end, max_retries=item.ctx.max_retries)

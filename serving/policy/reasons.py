@@ -135,7 +135,10 @@ def window_cut_reason(max_days: float) -> str:
     return f"the retry window was cut to {max_days:g} days after the first failure (the longest allowed)"
 
 
-def control_reason(days: tuple[float, ...]) -> str:
-    """Why a control-group invoice follows the fixed schedule."""
+def fixed_schedule_reason(arm: str, days: tuple[float, ...]) -> str:
+    """Why an invoice follows the fixed schedule: the control group, or the fallback without a model."""
     offsets = ", ".join(f"+{d:g}" for d in days)
-    return f"control group: fixed schedule ({offsets} days after the first failure), kept to measure the learned policy's uplift"
+    schedule = f"fixed schedule ({offsets} days after the first failure)"
+    if arm == "fallback":
+        return f"fallback mode: no model can be served, so the {schedule} applies under the same rules"
+    return f"control group: {schedule}, kept to measure the learned policy's uplift"

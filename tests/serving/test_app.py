@@ -24,7 +24,13 @@ def test_healthz(client: TestClient) -> None:
 def test_readyz_names_the_model(client: TestClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "model_version": "test-0"}
+    body = response.json()
+    assert body == {
+        "status": "ready",
+        "model_version": "test-0",
+        "model_source": body["model_source"],
+        "source_version": None,
+    }
 
 
 def test_without_a_model_readyz_and_decisions_are_503(settings: Settings, request_body: dict[str, Any]) -> None:
@@ -72,7 +78,8 @@ def broken_copy(bundle_dir: Path, tmp_path: Path) -> Path:
 
 
 def start(model_dir: Path) -> None:
-    with TestClient(create_app(Settings(model_dir=model_dir))):
+    """Start with fallback mode off: a model that cannot be served stops the startup (see test_fallback.py)."""
+    with TestClient(create_app(Settings(model_dir=model_dir, model_fallback=False))):
         pass
 
 
@@ -119,4 +126,4 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 def test_create_app_does_no_work_before_startup(tmp_path: Path) -> None:
     app = create_app(Settings(model_dir=tmp_path / "nowhere"))  # no error until the lifespan runs
-    assert app.state.bundle is None
+    assert app.state.models is None
