@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,7 @@ from uuid import uuid4
 
 import pandas as pd
 from fastapi import APIRouter
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from serving.deps import ClockDep, MetricsDep, ScorerDep, SessionDep, SettingsDep
@@ -29,6 +31,8 @@ from serving.settings import Settings
 from serving.store import DecisionRecord, card_update_times, record_decisions
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
+log = logging.getLogger(__name__)
+STORE_DOWN = (OperationalError, InterfaceError)
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed JSON."},
@@ -129,12 +133,24 @@ def decide_and_record(
     started = time.perf_counter()
     fallback = scorer.model_version == FALLBACK_VERSION
     arms: list[Arm] = ["fallback" if fallback else policy_arm(r.invoice_id, settings.control_share) for r in requests]
-    updated_at = card_updated_at(session, requests)
+    try:
+        updated_at = card_updated_at(session, requests)
+        store_up = True
+    except STORE_DOWN as exc:
+        # Decisions keep working without the store: no card updates known, nothing recorded.
+        log.warning("store unavailable, deciding without card updates and without recording: %s", exc)
+        session.rollback()
+        updated_at, store_up = [None] * len(requests), False
     decisions = decide_batch(requests, scorer, settings, clock, name_items=batch, arms=arms, card_updated_at=updated_at)
     ids = [new_decision_id() for _ in decisions]
-    record_decisions(
-        session, [decision_record(r, d, i, clock) for r, d, i in zip(requests, decisions, ids, strict=True)]
-    )
+    if store_up:
+        try:
+            record_decisions(
+                session, [decision_record(r, d, i, clock) for r, d, i in zip(requests, decisions, ids, strict=True)]
+            )
+        except STORE_DOWN as exc:
+            log.warning("store unavailable, %d decisions answered but not recorded: %s", len(decisions), exc)
+            session.rollback()
     metrics.decision_seconds.observe(time.perf_counter() - started)
     for decision in decisions:
         metrics.decisions.labels(action=decision.action).inc()
