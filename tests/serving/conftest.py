@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from features.bundle import save_bundle
 from features.candidates import FEATURE_COLUMNS, build_retry_features, retry_training_rows
 from serving.app import create_app
+from serving.schemas import DECISION_EXAMPLE
 from serving.settings import Settings
 
 CODES = ("insufficient_funds", "do_not_honor", "generic_decline", "processing_error")
@@ -117,33 +118,8 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield test_client
 
 
-BASE_REQUEST: dict[str, Any] = {
-    "invoice_id": "in_123",
-    "customer_id": "cus_9",
-    "amount": 4900,
-    "currency": "usd",
-    "card": {
-        "brand": "visa",
-        "funding": "debit",
-        "country": "US",
-        "exp_month": 4,
-        "exp_year": 2027,
-        "fingerprint": "fp_7Hq2",
-    },
-    "customer_timezone": "America/Chicago",
-    "attempts": [
-        {
-            "attempt_id": "in_123_a1",
-            "attempted_at": "2026-11-01T14:00:00Z",
-            "decline_code": "insufficient_funds",
-            "network_decline_code": "51",
-            "merchant_advice_code": None,
-        }
-    ],
-    "now": "2026-11-01T14:05:00Z",
-    "window_end": "2026-11-15T14:00:00Z",
-    "max_retries": 4,
-}
+# The contract's example request (shared/contract.md §2), as the OpenAPI document shows it.
+BASE_REQUEST: dict[str, Any] = copy.deepcopy(DECISION_EXAMPLE)
 
 
 @pytest.fixture
