@@ -54,11 +54,15 @@ TARGET = 0.70
 
 
 def requests_file(n: int, seed: int, work: Path) -> Path:
-    """The `n` simulated requests as JSON, made once per (n, seed) and reused."""
+    """The `n` simulated requests as JSON, made once per (n, seed) and reused.
+
+    Made in a child process: Linux carries a parent's peak RSS into the ru_maxrss of children it
+    spawns later, so this process must stay small for the measuring child's peak to be its own.
+    """
     path = work / f"requests-{n}-seed{seed}.json"
     if not path.exists():
         work.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(simulated_requests(n, seed=seed)))
+        run_child(__file__, ["--make-requests", str(path), "--invoices", str(n), "--seed", str(seed)])
     return path
 
 
@@ -212,7 +216,12 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true", help="in process only")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "retryopt-bench")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--make-requests", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.make_requests is not None:
+        args.make_requests.write_text(json.dumps(simulated_requests(args.invoices, seed=args.seed)))
+        print(json.dumps({"requests": args.invoices}))
+        return
     if args.child is not None:
         print(json.dumps(child(args.child, args.chunk, http=not args.no_http)))
         return

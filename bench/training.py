@@ -48,24 +48,34 @@ def invoices_for(attempts: int) -> int:
 
 
 def dataset(attempts: int, work: Path) -> tuple[Path, dict[str, Any]]:
-    """Simulated attempts of about `attempts` rows as Parquet, made once (not timed) and reused."""
+    """Simulated attempts of about `attempts` rows as Parquet, made once (not timed) and reused.
+
+    Made in a child process: Linux carries a parent's peak RSS into the ru_maxrss of children it
+    spawns later, so this process must stay small for the children's peaks to be their own.
+    """
     path = work / f"attempts-{attempts}.parquet"
     facts_path = work / f"attempts-{attempts}.json"
     if not path.exists() or not facts_path.exists():
-        from training.data import write_attempts
-        from training.simulate import simulate
-
-        work.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        frame = simulate(invoices_for(attempts), seed=SEED).attempts
-        write_attempts(frame, path)
-        facts = {"attempts": len(frame), "invoices": int(frame["invoice_id"].nunique())}
-        facts_path.write_text(json.dumps(facts))
+        facts = run_child(__file__, ["--child", "dataset", "--rounds", str(attempts), "--work", str(work)])
         print(
             f"  simulated {facts['invoices']:,} invoices -> {facts['attempts']:,} attempts in "
             f"{time.perf_counter() - start:.0f} s ({path}, not timed)"
         )
     return path, json.loads(facts_path.read_text())
+
+
+def child_dataset(attempts: int, work: Path) -> dict[str, Any]:
+    """Simulate about `attempts` attempts (seed 7) and write them as Parquet with their counts."""
+    from training.data import write_attempts
+    from training.simulate import simulate
+
+    work.mkdir(parents=True, exist_ok=True)
+    frame = simulate(invoices_for(attempts), seed=SEED).attempts
+    write_attempts(frame, work / f"attempts-{attempts}.parquet")
+    facts = {"attempts": len(frame), "invoices": int(frame["invoice_id"].nunique())}
+    (work / f"attempts-{attempts}.json").write_text(json.dumps(facts))
+    return facts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,12 +247,15 @@ def main() -> None:
     parser.add_argument("--skip-features", action="store_true")
     parser.add_argument("--skip-pipeline", action="store_true", help="feature building only")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "retryopt-bench" / "training")
-    parser.add_argument("--child", choices=["matrix", "pipeline", "raw", "features"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["dataset", "matrix", "pipeline", "raw", "features"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.child == "dataset":
+        print(json.dumps(child_dataset(args.rounds, args.work)))
+        return
     if args.child == "matrix":
         print(json.dumps(child_matrix(args.data, args.work)))
         return
