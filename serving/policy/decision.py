@@ -271,7 +271,8 @@ def decide_batch(
         return [p for p in prepared if isinstance(p, Decision)]
 
     scored = _score(pending, scorer, settings)
-    plans = {p.index: _plan(p, probs, settings) for p, probs in zip(pending, scored.probabilities, strict=True)}
+    probabilities = {p.index: probs for p, probs in zip(pending, scored.probabilities, strict=True)}
+    plans = {p.index: _plan(p, probabilities[p.index], settings) for p in pending}
     planned = [(p, offset) for p, offset in zip(pending, scored.offsets, strict=True) if plans[p.index].slots]
     chosen = scored.features.iloc[[offset + plans[p.index].slots[0] for p, offset in planned]]
     contributions = scorer.contributions(chosen) if len(chosen) else np.empty((0, 0))
@@ -284,7 +285,7 @@ def decide_batch(
             continue
         arm = item.arm
         plan = plans[item.index]
-        probs = scored.probabilities[pending.index(item)]
+        probs = probabilities[item.index]
         if not plan.slots and arm != "learned":
             why = (
                 reasons.fixed_schedule_reason(arm, settings.control_schedule_days)
