@@ -7,6 +7,7 @@ hands back the exact candidate matrix a decision scored.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -26,37 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from serving.schemas import DECISION_EXAMPLE
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 # shared/contract.md §2, the example of `POST /v1/retry-decisions` (14-day window, 4 retries).
-EXAMPLE_REQUEST: dict[str, Any] = {
-    "invoice_id": "in_123",
-    "customer_id": "cus_9",
-    "amount": 4900,
-    "currency": "usd",
-    "card": {
-        "brand": "visa",
-        "funding": "debit",
-        "country": "US",
-        "exp_month": 4,
-        "exp_year": 2027,
-        "fingerprint": "fp_7Hq2",
-    },
-    "customer_timezone": "America/Chicago",
-    "attempts": [
-        {
-            "attempt_id": "in_123_a1",
-            "attempted_at": "2026-11-01T14:00:00Z",
-            "decline_code": "insufficient_funds",
-            "network_decline_code": "51",
-            "merchant_advice_code": None,
-        }
-    ],
-    "now": "2026-11-01T14:05:00Z",
-    "window_end": "2026-11-15T14:00:00Z",
-    "max_retries": 4,
-}
+EXAMPLE_REQUEST: dict[str, Any] = copy.deepcopy(DECISION_EXAMPLE)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from features.contract import REQUIRED_COLUMNS
 from tests.processes import retryopt_executable, running_server
 
 pytestmark = pytest.mark.slow
@@ -46,16 +47,7 @@ def server(trained: Path) -> Iterator[str]:
 
 def test_simulated_file_follows_the_contract(trained: Path) -> None:
     frame = pd.read_csv(trained / "attempts.csv")
-    required = {
-        "invoice_id",
-        "customer_id",
-        "attempt_id",
-        "attempted_at",
-        "amount",
-        "currency",
-        "succeeded",
-        "card_brand",
-    }
+    required = set(REQUIRED_COLUMNS)
     assert required <= set(frame.columns)
     assert frame["attempt_id"].is_unique
 
