@@ -131,6 +131,10 @@ class Decision(Base):
     action: Mapped[str] = mapped_column(String)
     retry_at: Mapped[datetime | None] = mapped_column()
     success_probability: Mapped[float | None] = mapped_column(Float)
+    # P(the whole planned schedule recovers the invoice by window_end), and the expected hours from
+    # decided_at to that success given that it does (None on stop).
+    recovery_probability: Mapped[float | None] = mapped_column(Float)
+    expected_hours_to_recovery: Mapped[float | None] = mapped_column(Float)
     expected_recovered_amount: Mapped[int] = mapped_column(BigInteger)
     schedule: Mapped[list[Any]] = mapped_column()
     reasons: Mapped[list[Any]] = mapped_column()
@@ -147,6 +151,7 @@ class Decision(Base):
         CheckConstraint("policy IN ('learned', 'control', 'fallback')", name="policy"),
         Index(None, "invoice_id", "decided_at"),
         Index(None, "decided_at"),
+        Index(None, "card_fingerprint", "decided_at"),
     )
 
 
@@ -173,6 +178,7 @@ class Outcome(Base):
     __table_args__ = (
         Index(None, "invoice_id", "attempted_at"),
         Index(None, "attempted_at"),
+        Index(None, "card_fingerprint", "attempted_at"),
     )
 
 

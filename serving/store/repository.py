@@ -96,6 +96,8 @@ class DecisionRecord:
     window_end: datetime
     max_retries: int
     next_step: str | None = None
+    recovery_probability: float | None = None
+    expected_hours_to_recovery: float | None = None
     blocked_by_rule: str | None = None
     card_fingerprint: str | None = None
     card_country: str | None = None
