@@ -110,9 +110,17 @@ async def conflict(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """503 with Retry-After when the store cannot be reached: nothing was written, resend later."""
+    """503 with Retry-After when the store cannot be reached or the connection broke: not acknowledged.
+
+    Usually nothing was written; when the connection broke during the commit itself the write may
+    have landed, which is why the answer says "resend", not "nothing was written": resending the
+    identical request is safe, an id already stored is answered 200 `duplicate`.
+    """
     log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
-    body = error_body("store_unavailable", "the store is unreachable; nothing was written, retry later")
+    body = error_body(
+        "store_unavailable",
+        "the store is unreachable; not acknowledged, resend the same request later (a repeat is safe)",
+    )
     return JSONResponse(body, status_code=503, headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
 
 

@@ -19,7 +19,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "The id is already stored with different content."},
     413: {"model": ErrorResponse, "description": "Request body over the size limit."},
     422: {"model": ErrorResponse, "description": "Invalid body; `field` names the offending field."},
-    503: {"model": ErrorResponse, "description": "The store is unreachable; nothing was written. Retry later."},
+    503: {
+        "model": ErrorResponse,
+        "description": "The store is unreachable; not acknowledged. Resend the same request after Retry-After (repeats are safe).",
+    },
 }
 
 
