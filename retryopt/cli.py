@@ -370,6 +370,14 @@ def evaluate(
     chart: Annotated[Path | None, typer.Option(help="Where to save the comparison chart (.png).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     mlflow_logging: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the run to MLflow.")] = True,
+    workflow: Annotated[
+        bool,
+        typer.Option(
+            "--workflow",
+            help="Instead: replay the invoices that share a card in time order, with and without per-card "
+            "planning and card updates (training/workflow_eval.py).",
+        ),
+    ] = False,
 ) -> None:
     """Closed-loop comparison of the learned policy with baselines and an oracle, in the simulator."""
     from features.bundle import BundleError, load_bundle
@@ -382,6 +390,11 @@ def evaluate(
     except BundleError as exc:
         fail(str(exc))
     config = EvaluationConfig(invoices=invoices, seed=seed, max_retries=max_retries, window_days=window_days)
+    if workflow:
+        from training.workflow_eval import format_workflow, run_workflow_evaluation
+
+        typer.echo(format_workflow(run_workflow_evaluation(bundle_dir, config)))
+        return
     result = run_evaluation(bundle_dir, config)
     typer.echo(format_table(result))
     if chart is not None:

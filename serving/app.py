@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
-from serving.api import admin, dashboard, decisions, health, kpis, outcomes
+from serving.api import admin, dashboard, decisions, health, kpis, outcomes, workflow
 from serving.deps import require_admin_key, require_api_key
 from serving.errors import install_error_handlers
 from serving.limits import install_body_limit
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(decisions.router, dependencies=guarded)
     app.include_router(outcomes.router, dependencies=guarded)
     app.include_router(kpis.router, dependencies=guarded)
+    app.include_router(workflow.router, dependencies=guarded)
     app.include_router(dashboard.router)  # guarded by its own router dependency (require_api_key)
     app.include_router(admin.router, dependencies=[Depends(require_admin_key)])
     return app

@@ -495,6 +495,70 @@ def headline_tiles(kpis: Mapping[str, Any]) -> str:
     return f'<section class="tiles">{"".join(tiles)}</section>'
 
 
+# ---------------------------------------------------------------------------------------
+# The worklist
+
+WORKLIST_ROWS = 20  # the page shows the top of GET /v1/recoverable
+
+
+def _when(at: datetime | None, as_of: datetime | None) -> str:
+    """A planned time to the minute, UTC, marked when it has passed; a dash when none is planned (a stop)."""
+    if at is None:
+        return MISSING
+    text = at.strftime("%Y-%m-%d %H:%M")
+    return f"{text} (passed)" if as_of is not None and at < as_of else text
+
+
+def _worklist_row(item: Mapping[str, Any], as_of: datetime | None = None) -> str:
+    """One open invoice: who, how much, how likely, what next (a retry planned before ``as_of`` has passed)."""
+    currency = str(item["currency"])
+    step = item.get("next_step")
+    step = None if step in (None, "none") else str(step)
+    cells = [
+        (escape(str(item["invoice_id"])), "text"),
+        (escape(str(item["customer_id"])), "text"),
+        (escape(fmt_money(int(item["amount"]), currency)), "number"),
+        (escape(fmt_percent(item["recovery_probability"])), "number"),
+        (escape(fmt_money(int(item["expected_recoverable_amount"]), currency)), "number"),
+        (escape(_when(item.get("next_retry_at"), as_of)), "number"),
+        (escape(step.replace("_", " ")) if step else escape(MISSING), "text"),
+    ]
+    attrs = _attrs(
+        class_="open-invoice",
+        data_invoice=item["invoice_id"],
+        data_value=item["expected_recoverable_amount"],
+        data_probability=item["recovery_probability"],
+        data_next_step=step,
+    )
+    return f"<tr {attrs}>" + "".join(f'<td class="{kind}">{cell}</td>' for cell, kind in cells) + "</tr>"
+
+
+def worklist_table(items: Sequence[Mapping[str, Any]], total: int, as_of: datetime | None = None) -> str:
+    """The open failed invoices with the most to recover (``GET /v1/recoverable``'s first rows), or why there are none."""
+    title = "Worklist: open failed invoices by expected recoverable amount"
+    if as_of is not None:
+        title += f" (as of {as_of.strftime('%Y-%m-%d %H:%M UTC')}, whatever the period)"
+    if not items:
+        body = (
+            '<p class="chart-empty">No open failed invoice: every invoice retryopt decided on is paid or past its '
+            "retry window.</p>"
+        )
+        return f'<section class="worklist" id="worklist"><h2>{escape(title)}</h2>{body}</section>'
+    heads = ["Invoice", "Customer", "Amount", "Recovery probability", "Expected recoverable", "Next retry (UTC)"]
+    header = "".join(f"<th>{escape(text)}</th>" for text in [*heads, "Next step"])
+    rows = "".join(_worklist_row(item, as_of) for item in items)
+    shown = f"the top {len(items):,} of {total:,}" if total > len(items) else f"all {total:,}"
+    caption = (
+        f"Showing {shown}. Expected recoverable = amount × the plan's probability of recovering the invoice before "
+        "its window ends; invoices in different currencies are ranked by their amounts in minor units."
+    )
+    return (
+        f'<section class="worklist" id="worklist"><h2>{escape(title)}</h2>'
+        f'<table class="worklist"><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>'
+        f'<p class="caption">{escape(caption)}</p></section>'
+    )
+
+
 def _iso(at: datetime) -> str:
     """A timestamp as the contract writes it, or a plain date at midnight UTC."""
     text = at.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -570,6 +634,15 @@ svg polyline.line {{ fill: none; stroke: {BAR_COLOR}; stroke-width: 2; }}
   margin-top: 18px; }}
 .empty h2 {{ margin: 0 0 8px; font-size: 20px; }}
 footer {{ color: {MUTED_COLOR}; font-size: 12px; margin-top: 16px; }}
+section.worklist {{ background: #fff; border: 1px solid {GRID_COLOR}; border-radius: 8px; padding: 12px 14px;
+  margin-top: 12px; }}
+section.worklist h2 {{ font-weight: 650; font-size: 15px; margin: 0 0 6px; }}
+table.worklist {{ width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }}
+table.worklist th {{ text-align: left; color: {MUTED_COLOR}; font-size: 12px; font-weight: 600;
+  border-bottom: 1px solid {GRID_COLOR}; padding: 4px 8px; }}
+table.worklist td {{ padding: 3px 8px; border-bottom: 1px solid #f1f5f9; }}
+table.worklist td.number {{ text-align: right; white-space: nowrap; }}
+table.worklist th:nth-child(n+3):nth-child(-n+6) {{ text-align: right; }}
 """
 
 
@@ -585,8 +658,16 @@ def render_dashboard(
     form_values: tuple[str, str] = ("", ""),
     control_share: float | None = None,
     generated_at: datetime | None = None,
+    worklist: Sequence[Mapping[str, Any]] | None = None,
+    worklist_total: int = 0,
+    worklist_as_of: datetime | None = None,
 ) -> str:
-    """The whole page: header with the period, headline tiles and four charts (or the empty state)."""
+    """The whole page: header with the period, headline tiles, four charts (or the empty state), the worklist.
+
+    ``worklist`` holds the first rows of ``GET /v1/recoverable`` (field names as there) and
+    ``worklist_total`` the size of the whole list, as of ``worklist_as_of``; without ``worklist``, the
+    page has no worklist section.
+    """
     if kpis_total["failed_invoices"] == 0:
         filtered = start is not None or end is not None
         content = (
@@ -603,6 +684,8 @@ def render_dashboard(
             policy_chart(by_policy, control_share),
         ]
         content = headline_tiles(kpis_total) + f'<section class="charts">{"".join(charts)}</section>'
+    if worklist is not None:
+        content += worklist_table(worklist, worklist_total, worklist_as_of)
     stamp = f" Generated {escape(generated_at.strftime('%Y-%m-%d %H:%M UTC'))}." if generated_at else ""
     return (
         "<!DOCTYPE html>"
@@ -613,7 +696,8 @@ def render_dashboard(
         f'<p class="period-text">{escape(period_text(start, end))} (by first failure, UTC)</p></div>'
         f"{period_form(*form_values)}</header>"
         f"{content}"
-        "<footer>Figures from <code>GET /v1/kpis</code> (definitions in serving/store/kpis.py): a failed invoice is "
+        "<footer>Figures from <code>GET /v1/kpis</code> and <code>GET /v1/recoverable</code> (definitions in "
+        "serving/store/kpis.py and serving/store/worklist.py): a failed invoice is "
         f"one whose first charge failed; it is recovered when a later attempt succeeds.{stamp}</footer>"
         "</main></body></html>"
     )

@@ -319,7 +319,22 @@ class DecisionResponse(BaseModel):
     schedule: list[ScheduledRetry]
     reasons: list[str]
     model_version: str
-    next_step: Literal["request_new_payment_method"] | None = None
+    next_step: Literal["request_new_payment_method", "notify_customer", "none"] = Field(
+        default="none",
+        description=(
+            "What the billing team should do besides the retry: request_new_payment_method (expired card, hard "
+            "decline, Mastercard advice 01/03/40/41/43), notify_customer (the whole plan is unlikely to recover "
+            "the invoice, or a soft decline has no retry left), or none."
+        ),
+    )
+    recovery_probability: float = Field(
+        default=0.0,
+        description="Probability that the planned schedule recovers the invoice by window_end (0 on stop).",
+    )
+    expected_hours_to_recovery: float | None = Field(
+        default=None,
+        description="Expected hours from now to the successful retry, given that the plan recovers it (null on stop).",
+    )
 
 
 class BatchDecisionRequest(_Lenient):
@@ -398,3 +413,70 @@ class CardUpdateAck(BaseModel):
 
     update_id: str
     status: Literal["created", "duplicate"]
+
+
+# --- The recovery workflow (issue #9): `GET /v1/recoverable` and `GET /v1/expiring-cards` ---------------------
+
+
+class RecoverableInvoiceOut(BaseModel):
+    """One open failed invoice of the worklist, as its latest decision describes it."""
+
+    invoice_id: str
+    customer_id: str
+    decision_id: str = Field(description="The invoice's latest decision (as of `now`).")
+    amount: int = Field(description="Minor units, from the latest decision.")
+    currency: str
+    action: Literal["retry", "stop"]
+    recovery_probability: float = Field(
+        description="P(the planned schedule recovers the invoice by window_end); decisions stored before it "
+        "existed use their success_probability; 0 on a stop."
+    )
+    expected_recoverable_amount: int = Field(description="amount × recovery_probability, minor units (rounded).")
+    next_retry_at: UtcOut | None = Field(description="The latest decision's retry_at; null on a stop.")
+    next_step: str = Field(
+        description="The latest decision's: request_new_payment_method, notify_customer or none (as the decision said)."
+    )
+    decided_at: UtcOut
+    window_end: UtcOut
+    expected_hours_to_recovery: float | None = Field(description="From decided_at, given the plan recovers it.")
+    attempts: int = Field(description="Attempts so far: stored outcomes, or the decision's count when larger.")
+
+
+class RecoverableResponse(BaseModel):
+    """A page of the worklist, ranked by expected_recoverable_amount (highest first)."""
+
+    now: UtcOut
+    currency: str | None
+    total: int = Field(description="Open failed invoices in the whole list.")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="The offset of the next page; null on the last one.")
+    invoices: list[RecoverableInvoiceOut]
+
+
+class ExpiringCardOut(BaseModel):
+    """A card seen in decision requests that expires soon, still used by the listed customers."""
+
+    card_fingerprint: str | None = Field(description="Null: a card without one, keyed by customer, brand and expiry.")
+    card_brand: str
+    exp_month: int
+    exp_year: int
+    expires_at: UtcOut = Field(description="The last second of the expiry month, UTC.")
+    last_seen_at: UtcOut = Field(description="The latest decision on the card by one of its customers.")
+    customer_ids: list[str]
+    invoice_count: int
+    amount_at_risk: dict[str, int] = Field(
+        description="{currency: minor units}: each invoice on the card once, at its latest decision's amount."
+    )
+
+
+class ExpiringCardsResponse(BaseModel):
+    """A page of the cards expiring in [now, now + within_days], soonest first, then by amount at risk."""
+
+    now: UtcOut
+    within_days: int
+    total: int = Field(description="Cards in the whole list.")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="The offset of the next page; null on the last one.")
+    cards: list[ExpiringCardOut]

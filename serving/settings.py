@@ -130,6 +130,27 @@ class Settings(BaseSettings):
         gt=0,
         description="After a card update that follows the last failure, the first retry comes within this many hours.",
     )
+    card_success_spacing_hours: float = Field(
+        default=1,
+        ge=0,
+        description="Least time after an invoice's last failure once another invoice on the same card was paid.",
+    )
+    card_success_retry_hours: float = Field(
+        default=4,
+        gt=0,
+        description="Once another invoice on the same card was paid, the next retry comes within this many hours.",
+    )
+    card_slot_gap_minutes: float = Field(
+        default=60,
+        ge=0,
+        description="Retries of invoices on one card are planned at least this far apart (no two in the same hour).",
+    )
+    notify_customer_below: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="next_step is notify_customer when the plan's probability of recovering the invoice is below this.",
+    )
     log_level: str = Field(default="INFO", description="Log level of the service's loggers.")
 
 

@@ -1,4 +1,4 @@
-"""`GET /dashboard`: the recovery KPIs as one self-contained HTML page (``serving.dashboard``).
+"""`GET /dashboard`: the recovery KPIs and the worklist as one self-contained HTML page (``serving.dashboard``).
 
 The page is guarded like ``/v1``: when ``RETRYOPT_API_KEY`` is set, the request needs the
 ``X-API-Key`` header. Browsers don't send custom headers on their own, so operators put the
@@ -10,6 +10,7 @@ logs and ``Referer`` headers.
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated
 
@@ -17,11 +18,11 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 from pydantic import TypeAdapter, ValidationError
 
-from serving.dashboard import render_dashboard
+from serving.dashboard import WORKLIST_ROWS, render_dashboard
 from serving.deps import ClockDep, SessionDep, SettingsDep, require_api_key
 from serving.policy import InvalidFieldError
 from serving.schemas import ErrorResponse, UtcIn
-from serving.store import compute_kpis
+from serving.store import compute_kpis, recoverable_invoices
 
 router = APIRouter(tags=["dashboard"], dependencies=[Depends(require_api_key)])
 
@@ -87,18 +88,28 @@ def dashboard(
             alias="to", description="First failures up to: YYYY-MM-DD (that day included) or a timestamp (excluded)."
         ),
     ] = None,
+    now: Annotated[
+        str | None,
+        Query(description="The worklist as of this time: YYYY-MM-DD or a UTC timestamp; default: the server clock."),
+    ] = None,
 ) -> HTMLResponse:
-    """Recovery KPIs for people: tiles and charts over ``GET /v1/kpis``. Needs X-API-Key when one is set."""
+    """Recovery KPIs for people (tiles and charts over ``GET /v1/kpis``) and the top of the worklist.
+
+    The worklist (``GET /v1/recoverable``'s first rows) is as of ``now``, whatever the period. Needs X-API-Key
+    when one is set.
+    """
     since = parse_bound("from", start, inclusive_day=False)
     until = parse_bound("to", end, inclusive_day=True)
     if since is not None and until is not None and until <= since:
         raise InvalidFieldError("to", "to must be after from")
+    as_of = parse_bound("now", now, inclusive_day=False) or clock
 
     def kpis(group_by: str) -> dict[str, object]:
         """One grouped KPI query over the page's period (each carries the cohort totals too)."""
         return compute_kpis(session, start=since, end=until, group_by=group_by, ltv_periods=settings.ltv_periods)
 
     by_week = kpis("week")
+    worklist = recoverable_invoices(session, as_of, limit=WORKLIST_ROWS)
     page = render_dashboard(
         by_week,  # the totals of a grouped result are the cohort's: no fifth query
         by_week,
@@ -110,5 +121,8 @@ def dashboard(
         form_values=(start or "", end or ""),
         control_share=settings.control_share,
         generated_at=clock,
+        worklist=[asdict(item) for item in worklist.items],
+        worklist_total=worklist.total,
+        worklist_as_of=as_of,
     )
     return HTMLResponse(page, headers=_HEADERS)

@@ -16,8 +16,10 @@ from sqlalchemy.orm import Session
 from serving.deps import ClockDep, MetricsDep, ScorerDep, SessionDep, SettingsDep
 from serving.metrics import Metrics
 from serving.policy import Decision, decide_batch
+from serving.policy.card import NO_HISTORY, CardAttempt, CardHistory
 from serving.policy.control import Arm, policy_arm
 from serving.policy.fallback import FALLBACK_VERSION
+from serving.policy.rules import longest_cap_period
 from serving.policy.scoring import Scorer
 from serving.schemas import (
     BatchDecisionRequest,
@@ -29,6 +31,7 @@ from serving.schemas import (
 )
 from serving.settings import Settings
 from serving.store import DecisionRecord, card_update_times, record_decisions
+from serving.store.cards import card_attempts, planned_retries
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 log = logging.getLogger(__name__)
@@ -63,7 +66,11 @@ def to_response(decision: Decision, decision_id: str) -> DecisionResponse:
         schedule=schedule,
         reasons=list(decision.reasons),
         model_version=decision.model_version,
-        next_step=decision.next_step,
+        next_step=decision.next_step or "none",
+        recovery_probability=round(decision.recovery_probability, 4),
+        expected_hours_to_recovery=(
+            round(decision.expected_hours_to_recovery, 1) if decision.expected_hours_to_recovery is not None else None
+        ),
     )
 
 
@@ -97,6 +104,8 @@ def decision_record(request: DecisionRequest, decision: Decision, decision_id: s
         ],
         reasons=list(decision.reasons),
         next_step=decision.next_step,
+        recovery_probability=decision.recovery_probability,
+        expected_hours_to_recovery=decision.expected_hours_to_recovery,
         model_version=decision.model_version,
         policy=decision.policy,
         window_end=(decision.window_end or pd.Timestamp(clock)).to_pydatetime(),
@@ -119,6 +128,46 @@ def card_updated_at(session: Session, requests: list[DecisionRequest]) -> list[d
     return found
 
 
+def _utc(at: datetime | None, clock: datetime) -> pd.Timestamp:
+    """A request's `now` (or the clock) as a UTC timestamp."""
+    stamp = pd.Timestamp(at if at is not None else clock)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def card_histories(session: Session, requests: list[DecisionRequest], clock: datetime) -> list[CardHistory]:
+    """Per request, what the other invoices on its card did (within the caps' period) and plan."""
+    fingerprints = sorted({r.card.fingerprint for r in requests if r.card.fingerprint is not None})
+    if not fingerprints:
+        return [NO_HISTORY] * len(requests)
+    nows = [_utc(r.now, clock) for r in requests]
+    since = (min(nows) - longest_cap_period()).to_pydatetime()
+    attempts = card_attempts(session, fingerprints, since, max(nows).to_pydatetime())
+    planned = planned_retries(session, fingerprints, min(nows).to_pydatetime())
+    histories = []
+    for request, now in zip(requests, nows, strict=True):
+        key, own = request.card.fingerprint, request.invoice_id
+        if key is None:
+            histories.append(NO_HISTORY)
+            continue
+        histories.append(
+            CardHistory(
+                attempts=tuple(
+                    CardAttempt(pd.Timestamp(a.attempted_at), a.invoice_id, a.first, a.succeeded)
+                    for a in attempts
+                    if a.card_fingerprint == key
+                    and a.invoice_id != own
+                    and now - longest_cap_period() <= a.attempted_at <= now
+                ),
+                planned=tuple(
+                    (p.invoice_id, pd.Timestamp(p.retry_at))
+                    for p in planned
+                    if p.card_fingerprint == key and p.invoice_id != own and p.retry_at > now
+                ),
+            )
+        )
+    return histories
+
+
 def decide_and_record(
     requests: list[DecisionRequest],
     scorer: Scorer,
@@ -135,13 +184,17 @@ def decide_and_record(
     arms: list[Arm] = ["fallback" if fallback else policy_arm(r.invoice_id, settings.control_share) for r in requests]
     try:
         updated_at = card_updated_at(session, requests)
+        cards = card_histories(session, requests, clock)
         store_up = True
     except STORE_DOWN as exc:
-        # Decisions keep working without the store: no card updates known, nothing recorded.
+        # Decisions keep working without the store: no card updates or other invoices known, nothing
+        # recorded (the caps then count this invoice's own attempts only).
         log.warning("store unavailable, deciding without card updates and without recording: %s", exc)
         session.rollback()
-        updated_at, store_up = [None] * len(requests), False
-    decisions = decide_batch(requests, scorer, settings, clock, name_items=batch, arms=arms, card_updated_at=updated_at)
+        updated_at, cards, store_up = [None] * len(requests), None, False
+    decisions = decide_batch(
+        requests, scorer, settings, clock, name_items=batch, arms=arms, card_updated_at=updated_at, cards=cards
+    )
     ids = [new_decision_id() for _ in decisions]
     if store_up:
         try:

@@ -19,10 +19,19 @@ import pandas as pd
 
 from features.candidates import FEATURE_COLUMNS, build_retry_features, candidate_times, project_retries
 from serving.policy import reasons
+from serving.policy.card import NO_HISTORY, CardHistory
 from serving.policy.context import DecisionContext, InvalidFieldError, resolve_context
 from serving.policy.control import Arm, control_plan
 from serving.policy.planner import Plan, plan_retries
-from serving.policy.rules import NextStep, Verdict, evaluate_rules, fresh_card_verdict
+from serving.policy.rules import (
+    CARD_RECOVERED,
+    NO_STEP,
+    NOTIFY_CUSTOMER,
+    NextStep,
+    Verdict,
+    evaluate_rules,
+    fresh_card_verdict,
+)
 from serving.policy.scoring import FloatArray, Scorer, attempts_frame, candidates_frame, last_decline_category
 from serving.schemas import DecisionRequest
 from serving.settings import Settings
@@ -53,6 +62,8 @@ class Decision:
     window_end: pd.Timestamp | None = None  # the effective window and budget the decision used
     max_retries: int | None = None
     policy: Arm = "learned"  # which arm decided: the learned planner or the fixed control schedule
+    recovery_probability: float = 0.0  # P(the planned schedule recovers the invoice by window_end)
+    expected_hours_to_recovery: float | None = None  # from now to the success, given the plan recovers it
 
     @property
     def retry_at(self) -> pd.Timestamp | None:
@@ -68,11 +79,15 @@ class Decision:
 def _stop(
     model_version: str,
     why: list[str],
-    next_step: NextStep | None = None,
+    next_step: NextStep | None = NOTIFY_CUSTOMER,
     n_candidates: int = 0,
     rule: str | None = None,
 ) -> Decision:
-    """A stop decision with its reasons (and the rule behind it, when a rule stopped it)."""
+    """A stop decision with its reasons (and the rule behind it, when a rule stopped it).
+
+    A stop that no rule gave a next step for (budget, window, cap, nothing worth it) leaves a soft
+    decline unrecovered: the customer should hear about it.
+    """
     return Decision(
         "stop", model_version, tuple(why), next_step=next_step, n_candidates=n_candidates, blocked_by_rule=rule
     )
@@ -140,6 +155,28 @@ class _Pending:
     arm: Arm
 
 
+def _plan_end(ctx: DecisionContext, verdict: Verdict, fresh_card: bool, settings: Settings) -> pd.Timestamp:
+    """The last time the planner may use: the window, or a short horizon when the retry must be prompt."""
+    if fresh_card:
+        prompt = settings.card_update_retry_hours
+    elif any(f.rule is CARD_RECOVERED for f in verdict.firings):
+        prompt = settings.card_success_retry_hours
+    else:
+        return ctx.window_end
+    return min(ctx.window_end, max(verdict.not_before, ctx.now) + pd.Timedelta(hours=prompt))
+
+
+def _away_from(times: pd.DatetimeIndex, taken: list[pd.Timestamp], gap_minutes: float) -> pd.DatetimeIndex:
+    """Drop candidate times within `gap_minutes` of a retry another invoice on the card holds."""
+    if not taken or gap_minutes <= 0 or len(times) == 0:
+        return times
+    held = pd.DatetimeIndex(taken).as_unit("ns").asi8
+    at = times.as_unit("ns").asi8
+    gap = int(pd.Timedelta(minutes=gap_minutes).value)
+    near = (np.abs(at[:, None] - held[None, :]) < gap).any(axis=1)
+    return times[~near]
+
+
 def _prepare(
     index: int,
     request: DecisionRequest,
@@ -148,6 +185,7 @@ def _prepare(
     settings: Settings,
     clock: datetime,
     card_updated_at: datetime | None = None,
+    card: CardHistory = NO_HISTORY,
 ) -> Decision | _Pending:
     """Rules, budget and window: a stop decision, or what the model must score."""
     ctx = resolve_context(request, settings, clock)
@@ -156,12 +194,8 @@ def _prepare(
     if fresh_card and card_updated_at is not None:
         # A new card since the last failure: the old card's declines and spacing no longer apply.
         verdict = fresh_card_verdict(pd.Timestamp(card_updated_at), ctx.now, settings)
-        ctx = replace(
-            ctx,
-            window_end=min(ctx.window_end, verdict.not_before + pd.Timedelta(hours=settings.card_update_retry_hours)),
-        )
     else:
-        verdict = evaluate_rules(attempts, request.card.brand, settings)
+        verdict = evaluate_rules(attempts, request.card.brand, settings, card)
     if verdict.stops:
         return _stop(
             model_version, [f.reason() for f in verdict.stops], verdict.next_step, rule=verdict.stops[0].rule.name
@@ -172,7 +206,14 @@ def _prepare(
         return _stop(model_version, [reasons.window_over_reason(ctx.window_end)])
 
     earliest = max(ctx.now, verdict.not_before)
-    times = _candidate_grid(earliest, ctx, pd.Timedelta(minutes=settings.candidate_step_minutes))
+    grid = _candidate_grid(
+        earliest,
+        replace(ctx, window_end=_plan_end(ctx, verdict, fresh_card, settings)),
+        pd.Timedelta(minutes=settings.candidate_step_minutes),
+    )
+    times = _away_from(grid, card.planned_times(), settings.card_slot_gap_minutes)
+    if len(times) == 0 and len(grid) > 0:
+        return _stop(model_version, [reasons.card_slots_taken_reason(len(card.planned), earliest, grid[-1])])
     if len(times) == 0:
         rule_reasons = [f.reason() for f in verdict.firings]
         rule = verdict.firings[-1].rule.name if verdict.firings and verdict.not_before > ctx.now else None
@@ -235,6 +276,33 @@ def _plan(pending: _Pending, probs: FloatArray, settings: Settings) -> Plan:
     )
 
 
+def _waves(requests: Sequence[DecisionRequest]) -> list[list[int]]:
+    """Split a batch so that no card appears twice in one wave (later waves see earlier plans)."""
+    waves: list[list[int]] = []
+    seen: dict[str, int] = {}  # fingerprint -> the wave of its latest request
+    for i, request in enumerate(requests):
+        key = request.card.fingerprint
+        wave = 0 if key is None else seen.get(key, -1) + 1
+        if key is not None:
+            seen[key] = wave
+        while len(waves) <= wave:
+            waves.append([])
+        waves[wave].append(i)
+    return waves
+
+
+def _with_planned(card: CardHistory, invoice_id: str, decision: Decision) -> CardHistory:
+    """The card's history once `decision` (another invoice's) planned its next retry."""
+    if decision.retry_at is None:
+        return card
+    return replace(card, planned=(*card.planned, (invoice_id, decision.retry_at)))
+
+
+def _next_step(probability: float, settings: Settings) -> NextStep:
+    """notify_customer when the whole plan is unlikely to recover the invoice, else none."""
+    return NOTIFY_CUSTOMER if probability < settings.notify_customer_below else NO_STEP
+
+
 def decide_batch(
     requests: Sequence[DecisionRequest],
     scorer: Scorer,
@@ -244,20 +312,59 @@ def decide_batch(
     name_items: bool = True,
     arms: Sequence[Arm] | None = None,
     card_updated_at: Sequence[datetime | None] | None = None,
+    cards: Sequence[CardHistory] | None = None,
 ) -> list[Decision]:
     """Decide many invoices with one feature-library call, one model call and one explanation call.
 
     Raises InvalidFieldError when a request contradicts itself; with `name_items` its field is
     prefixed `requests.<i>.` as in the batch body. `arms` assigns each request to the learned
     planner (default) or the fixed control schedule; both obey the same rules. `card_updated_at`
-    gives, per request, the latest card update of its customer (None when there is none).
+    gives, per request, the latest card update of its customer (None when there is none); `cards`
+    the other invoices on its card (per-card caps and joint planning). Requests sharing a card are
+    planned one after another (in waves), each seeing the retries planned before it.
     """
+    histories = list(cards) if cards is not None else [NO_HISTORY] * len(requests)
+    out: list[Decision | None] = [None] * len(requests)
+    for wave in _waves(requests):
+        decided = _decide_wave(
+            [requests[i] for i in wave],
+            scorer,
+            settings,
+            clock,
+            indices=wave,
+            name_items=name_items,
+            arms=[arms[i] if arms is not None else "learned" for i in wave],
+            card_updated_at=[card_updated_at[i] if card_updated_at is not None else None for i in wave],
+            cards=[histories[i] for i in wave],
+        )
+        for i, decision in zip(wave, decided, strict=True):
+            out[i] = decision
+            key = requests[i].card.fingerprint
+            for j in range(i + 1, len(requests)):
+                same_card = key is not None and requests[j].card.fingerprint == key
+                if same_card and requests[j].invoice_id != requests[i].invoice_id:
+                    histories[j] = _with_planned(histories[j], requests[i].invoice_id, decision)
+    return [d for d in out if d is not None]
+
+
+def _decide_wave(
+    requests: Sequence[DecisionRequest],
+    scorer: Scorer,
+    settings: Settings,
+    clock: datetime,
+    *,
+    indices: Sequence[int],
+    name_items: bool,
+    arms: Sequence[Arm],
+    card_updated_at: Sequence[datetime | None],
+    cards: Sequence[CardHistory],
+) -> list[Decision]:
+    """`decide_batch` for requests on distinct cards; `indices` are their positions in the batch."""
     prepared: list[Decision | _Pending] = []
-    for i, request in enumerate(requests):
+    for i, request in zip(indices, requests, strict=True):
+        j = len(prepared)
         try:
-            arm: Arm = arms[i] if arms is not None else "learned"
-            updated = card_updated_at[i] if card_updated_at is not None else None
-            item = _prepare(i, request, arm, scorer.model_version, settings, clock, updated)
+            item = _prepare(i, request, arms[j], scorer.model_version, settings, clock, card_updated_at[j], cards[j])
             if isinstance(item, Decision):
                 ctx = resolve_context(request, settings, clock)
                 item = replace(item, window_end=ctx.window_end, max_retries=ctx.max_retries)
@@ -306,23 +413,37 @@ def decide_batch(
             continue
         row, contribution = explained[item.index]
         schedule = tuple(PlannedRetry(at, p) for at, p in zip(plan.times, plan.probabilities, strict=True))
+        recovery = plan.total_probability
         decisions.append(
             Decision(
                 action="retry",
                 model_version=scorer.model_version,
                 reasons=tuple(_retry_reasons(item, plan, row, contribution, settings)),
                 schedule=schedule,
-                expected_recovered_amount=round(item.request.amount * plan.total_probability),
+                expected_recovered_amount=round(item.request.amount * recovery),
+                next_step=_next_step(recovery, settings),
                 n_candidates=len(item.times),
                 blocked_by_rule=_holding_rule(item),
                 policy=arm,
                 window_end=item.ctx.window_end,
                 max_retries=item.ctx.max_retries,
+                recovery_probability=recovery,
+                expected_hours_to_recovery=plan.expected_hours_to_recovery(item.ctx.now),
             )
         )
     return decisions
 
 
-def decide(request: DecisionRequest, scorer: Scorer, settings: Settings, clock: datetime) -> Decision:
+def decide(
+    request: DecisionRequest,
+    scorer: Scorer,
+    settings: Settings,
+    clock: datetime,
+    *,
+    card_updated_at: datetime | None = None,
+    cards: CardHistory = NO_HISTORY,
+) -> Decision:
     """Retry when and how often, or stop and why; `clock` is the server time (a request's `now` wins)."""
-    return decide_batch([request], scorer, settings, clock, name_items=False)[0]
+    return decide_batch(
+        [request], scorer, settings, clock, name_items=False, card_updated_at=[card_updated_at], cards=[cards]
+    )[0]

@@ -36,6 +36,17 @@ class Plan:
         """Probability that at least one planned retry succeeds: 1 − Π(1 − p_k)."""
         return float(1.0 - np.prod(1.0 - np.asarray(self.probabilities, dtype=np.float64)))
 
+    def expected_hours_to_recovery(self, now: pd.Timestamp) -> float | None:
+        """Expected hours from `now` to the first success, given that the plan recovers the invoice."""
+        p = np.asarray(self.probabilities, dtype=np.float64)
+        total = 1.0 - np.prod(1.0 - p)
+        if len(p) == 0 or total <= 0.0:
+            return None
+        # P(the k-th retry is the first success) = p_k · Π_{j<k} (1 − p_j).
+        first_success = p * np.concatenate([[1.0], np.cumprod(1.0 - p)[:-1]])
+        hours = np.array([(t - now) / pd.Timedelta(hours=1) for t in self.times], dtype=np.float64)
+        return float(np.dot(first_success, hours) / total)
+
 
 def discount_factors(hours_from_now: FloatArray, discount_per_day: float) -> FloatArray:
     """(1 − r)^days: a unit recovered later is worth a little less."""

@@ -142,3 +142,11 @@ def fixed_schedule_reason(arm: str, days: tuple[float, ...]) -> str:
     if arm == "fallback":
         return f"fallback mode: no model can be served, so the {schedule} applies under the same rules"
     return f"control group: {schedule}, kept to measure the learned policy's uplift"
+
+
+def card_slots_taken_reason(others: int, earliest: pd.Timestamp, last: pd.Timestamp) -> str:
+    """Every allowed time is next to a retry another invoice on the card already holds."""
+    return (
+        f"the card's other {others} planned retr{'y' if others == 1 else 'ies'} hold every allowed time "
+        f"from {utc_text(earliest)} to {utc_text(last)}: retries of one card are planned apart"
+    )

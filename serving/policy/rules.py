@@ -8,6 +8,7 @@ invoice's attempts; the numbers that move over time are `Settings` fields named 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -16,10 +17,14 @@ import pandas as pd
 
 from features.history import normalise_advice_codes
 from features.taxonomy import DeclineCategory, decline_category, visa_category
+from serving.policy.card import NO_HISTORY, CardAttempt, CardHistory
 from serving.settings import Settings
 
-NextStep = Literal["request_new_payment_method"]
+# What the billing team should do besides (or instead of) the retry; documented in the README.
+NextStep = Literal["request_new_payment_method", "notify_customer", "none"]
 NEW_PAYMENT_METHOD: NextStep = "request_new_payment_method"
+NOTIFY_CUSTOMER: NextStep = "notify_customer"
+NO_STEP: NextStep = "none"
 
 _DOMAIN = "shared/domain.md"
 SOURCE_STRIPE = f"Stripe decline codes, docs.stripe.com/declines/codes ({_DOMAIN})"
@@ -71,6 +76,7 @@ class Rule:
     setting: str | None = None  # SPACING hours or CAP count: the Settings field holding it
     period_days: float | None = None  # CAP
     counts_first_attempt: bool = True  # CAP: Visa counts reattempts, Mastercard all declines
+    next_step: NextStep | None = None  # STOP / NEW_PAYMENT_METHOD: what to do instead of retrying
 
 
 def _advice_delay(code: str, hours: float, wait: str) -> Rule:
@@ -102,6 +108,7 @@ RULES: tuple[Rule, ...] = (
         effect=Effect.STOP,
         reason="hard decline ({code}): it will never succeed on this card",
         source=SOURCE_STRIPE,
+        next_step=NEW_PAYMENT_METHOD,
     ),
     Rule(
         name="visa_category_1",
@@ -113,17 +120,32 @@ RULES: tuple[Rule, ...] = (
         effect=Effect.STOP,
         reason="Visa category 1 response: the issuer will never approve; every reattempt is fined",
         source=SOURCE_VISA,
+        next_step=NEW_PAYMENT_METHOD,
     ),
     Rule(
         name="mastercard_do_not_retry",
         network="mastercard",
         brands=(),
         match=Match.ADVICE_CODE,
-        codes=("03", "21"),
+        codes=("03",),
         scope=Scope.ANY,
         effect=Effect.STOP,
-        reason="Mastercard advice {code}: do not try again (03 do not retry, 21 recurring payment cancelled)",
+        reason="Mastercard advice {code}: do not try again on this card",
         source=SOURCE_MASTERCARD,
+        next_step=NEW_PAYMENT_METHOD,
+    ),
+    Rule(
+        # The cardholder told the issuer to stop paying this merchant: ask them, not their bank.
+        name="mastercard_payment_cancelled",
+        network="mastercard",
+        brands=(),
+        match=Match.ADVICE_CODE,
+        codes=("21",),
+        scope=Scope.ANY,
+        effect=Effect.STOP,
+        reason="Mastercard advice {code}: the cardholder cancelled this recurring payment; do not try again",
+        source=SOURCE_MASTERCARD,
+        next_step=NOTIFY_CUSTOMER,
     ),
     Rule(
         name="needs_new_card",
@@ -133,6 +155,7 @@ RULES: tuple[Rule, ...] = (
         codes=(DeclineCategory.NEEDS_NEW_CARD.value,),
         scope=Scope.LAST,
         effect=Effect.NEW_PAYMENT_METHOD,
+        next_step=NEW_PAYMENT_METHOD,
         reason="{code}: the card data must change (account updater or the customer) before a retry can work",
         source=SOURCE_STRIPE,
     ),
@@ -144,6 +167,7 @@ RULES: tuple[Rule, ...] = (
         codes=("01",),
         scope=Scope.LAST,
         effect=Effect.NEW_PAYMENT_METHOD,
+        next_step=NEW_PAYMENT_METHOD,
         reason="Mastercard advice 01: new account information; refresh the card, then retry",
         source=SOURCE_MASTERCARD,
     ),
@@ -155,6 +179,7 @@ RULES: tuple[Rule, ...] = (
         codes=("40", "41", "43"),
         scope=Scope.LAST,
         effect=Effect.NEW_PAYMENT_METHOD,
+        next_step=NEW_PAYMENT_METHOD,
         reason="Mastercard advice {code}: non-reloadable prepaid or single-use card; ask for another payment method",
         source=SOURCE_MASTERCARD,
     ),
@@ -220,6 +245,11 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+def longest_cap_period() -> pd.Timedelta:
+    """The longest trailing period any attempt cap counts over: how far back a card's history matters."""
+    return pd.Timedelta(days=max(r.period_days or 0 for r in RULES if r.effect is Effect.CAP))
+
+
 @dataclass(frozen=True)
 class Firing:
     """A rule that matched, with the code that made it match and the number it used."""
@@ -227,10 +257,13 @@ class Firing:
     rule: Rule
     code: str | None = None
     value: float | None = None
+    detail: str | None = None  # e.g. how many invoices share the card a cap counted
 
     def reason(self) -> str:
         """The rule in billing words, with its source."""
         text = self.rule.reason.format(code=self.code or "", value=self.value or 0)
+        if self.detail:
+            text = f"{text} ({self.detail})"
         return f"{text} [{self.rule.source}]"
 
 
@@ -295,25 +328,43 @@ class _CapResult:
     tightest: Firing | None
 
 
-def _apply_caps(caps: list[Rule], attempts: pd.DataFrame, not_before: pd.Timestamp, settings: Settings) -> _CapResult:
-    """Delay the next retry until every cap has room, and bound the plan by the room left."""
+def _counted_times(rule: Rule, attempts: pd.DataFrame, card: CardHistory) -> pd.Series:
+    """The attempt times a cap counts on the card: this invoice's and the card's other invoices', sorted."""
+    own = attempts["attempted_at"] if rule.counts_first_attempt else attempts["attempted_at"].iloc[1:]
+    others = card.cap_times(rule.counts_first_attempt)
+    if not others:
+        return own.reset_index(drop=True)
+    return pd.Series(sorted([*own, *others]), dtype=own.dtype)
+
+
+def _card_detail(card: CardHistory) -> str | None:
+    """How many invoices a per-card count covered, when others share the card."""
+    others = len(card.invoices())
+    return f"counted across {others + 1} invoices on this card" if others else None
+
+
+def _apply_caps(
+    caps: list[Rule], attempts: pd.DataFrame, not_before: pd.Timestamp, settings: Settings, card: CardHistory
+) -> _CapResult:
+    """Delay the next retry until every cap has room on the card, and bound the plan by the room left."""
     delaying: list[Firing] = []
     max_retries: int | None = None
     tightest: Firing | None = None
+    detail = _card_detail(card)
     for rule in caps:
         if rule.setting is None or rule.period_days is None:
             continue
         limit = int(getattr(settings, rule.setting))
         period = pd.Timedelta(days=rule.period_days)
-        counted = attempts["attempted_at"] if rule.counts_first_attempt else attempts["attempted_at"].iloc[1:]
+        counted = _counted_times(rule, attempts, card)
         earliest = _cap_not_before(counted, limit, period)
         if earliest is not None and earliest > not_before:
             not_before = earliest
-            delaying.append(Firing(rule, None, limit))
+            delaying.append(Firing(rule, None, limit, detail))
         # Conservative: the planned retries are counted as if they all fell in one period.
         left = max(limit - int((counted > not_before - period).sum()), 0)
         if max_retries is None or left < max_retries:
-            max_retries, tightest = left, Firing(rule, None, limit)
+            max_retries, tightest = left, Firing(rule, None, limit, detail)
     return _CapResult(not_before, tuple(delaying), max_retries, tightest)
 
 
@@ -330,14 +381,18 @@ def _code_firings(rules: list[Rule], attempts: pd.DataFrame) -> list[Firing]:
     return firings
 
 
-def evaluate_rules(attempts: pd.DataFrame, brand: str, settings: Settings) -> Verdict:
-    """Apply the table to an invoice's attempts (oldest first, `attempted_at` UTC)."""
+def evaluate_rules(attempts: pd.DataFrame, brand: str, settings: Settings, card: CardHistory = NO_HISTORY) -> Verdict:
+    """Apply the table to an invoice's attempts (oldest first, `attempted_at` UTC).
+
+    `card` holds the other invoices on the same card: the attempt caps count them too, and a
+    success among them after this invoice's last failure allows a prompt retry.
+    """
     applicable = [rule for rule in RULES if _applies(rule, brand)]
     matched = _code_firings(applicable, attempts)
     stops = tuple(f for f in matched if f.rule.effect in (Effect.STOP, Effect.NEW_PAYMENT_METHOD))
-    # A never-retry rule outranks the new-card advice: a stolen card stays stolen after a refresh.
-    never = any(f.rule.effect is Effect.STOP for f in stops)
-    next_step = NEW_PAYMENT_METHOD if stops and not never else None
+    # A never-retry rule outranks the new-card advice; its own next step says what to do instead.
+    stops = tuple(sorted(stops, key=lambda f: f.rule.effect is not Effect.STOP))
+    next_step = stops[0].rule.next_step if stops else None
 
     spacing_hours = settings.min_retry_spacing_hours
     firings: list[Firing] = []
@@ -348,11 +403,19 @@ def evaluate_rules(attempts: pd.DataFrame, brand: str, settings: Settings) -> Ve
         elif f.rule.effect is Effect.DELAY:
             firings.append(Firing(f.rule, f.code, f.rule.hours))
     last_at = pd.Timestamp(attempts["attempted_at"].iloc[-1])
+    recovered = card.recovered_after(last_at)
+    if recovered is not None and spacing_hours > settings.card_success_spacing_hours:
+        # Another invoice on the card just went through: the funds are there now, so our own
+        # spacing gives way (network delays and caps still hold).
+        spacing_hours = settings.card_success_spacing_hours
+        firings.append(Firing(CARD_RECOVERED, None, spacing_hours))
     # A delay comes on top of whichever spacing applies; the latest constraint wins.
     waits = [spacing_hours, *(f.rule.hours for f in firings if f.rule.effect is Effect.DELAY and f.rule.hours)]
     not_before = last_at + pd.Timedelta(hours=max(waits))
+    if recovered is not None:
+        not_before = max(not_before, recovered)
 
-    caps = _apply_caps([r for r in applicable if r.effect is Effect.CAP], attempts, not_before, settings)
+    caps = _apply_caps([r for r in applicable if r.effect is Effect.CAP], attempts, not_before, settings, card)
     return Verdict(
         stops=stops,
         next_step=next_step,
@@ -363,6 +426,21 @@ def evaluate_rules(attempts: pd.DataFrame, brand: str, settings: Settings) -> Ve
         firings=(*firings, *caps.delaying),
     )
 
+
+# Recovery practice rather than network rules: they relax the service's own spacing, never a
+# network's delay, cap or stop.
+CARD_RECOVERED = Rule(
+    name="card_recovered",
+    network="any",
+    brands=(),
+    match=Match.EVERY_ATTEMPT,
+    codes=(),
+    scope=Scope.LAST,
+    effect=Effect.SPACING,
+    reason="another invoice on this card was paid after this one failed: retry soon after ({value:g} h spacing)",
+    source="Recovery practice: retry a customer's other invoices once one is paid (issue #9)",
+    setting="card_success_spacing_hours",
+)
 
 CARD_UPDATED = Rule(
     name="card_updated",
@@ -392,3 +470,28 @@ def fresh_card_verdict(updated_at: pd.Timestamp, now: pd.Timestamp, settings: Se
         cap=None,
         firings=(Firing(CARD_UPDATED),),
     )
+
+
+def cap_breaches(brand: str, attempts: Sequence[CardAttempt], settings: Settings) -> list[str]:
+    """Every reattempt on one card (all its invoices) that took a count over a cap of the table.
+
+    The checker of the caps, for tests and the closed-loop evaluation: a first charge is the
+    merchant's schedule, so only reattempts can breach; each is checked with the attempts in the
+    trailing period up to and including it (declines for Mastercard, reattempts for Visa).
+    """
+    breaches = []
+    for rule in RULES:
+        if rule.effect is not Effect.CAP or not _applies(rule, brand) or rule.setting is None:
+            continue
+        limit, period = int(getattr(settings, rule.setting)), pd.Timedelta(days=rule.period_days or 0)
+        if rule.counts_first_attempt:
+            counted = sorted(a.at for a in attempts if not a.succeeded)
+        else:
+            counted = sorted(a.at for a in attempts if not a.first)
+        for attempt in attempts:
+            if attempt.first:
+                continue
+            inside = sum(1 for at in counted if attempt.at - period < at <= attempt.at)
+            if inside > limit:
+                breaches.append(f"{rule.name}: {inside} > {limit} in the {period} up to {attempt.at}")
+    return breaches

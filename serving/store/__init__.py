@@ -8,7 +8,9 @@ routes and the CLI:
 * writes: :func:`record_decision(s) <record_decisions>`, :func:`record_outcome`,
   :func:`record_card_update` (idempotent, commit before returning);
 * reads: :func:`get_decision`, :func:`latest_card_update`, :func:`outcomes_frame` (training
-  export), :func:`compute_kpis`.
+  export), :func:`compute_kpis`;
+* worklists: :func:`recoverable_invoices` (open failed invoices by expected recoverable amount),
+  :func:`expiring_cards` (cards in use that expire soon), in ``serving.store.worklist``.
 """
 
 from serving.store.engine import is_reachable, make_engine, session_factory
@@ -31,6 +33,7 @@ from serving.store.repository import (
     record_decisions,
     record_outcome,
 )
+from serving.store.worklist import ExpiringCard, Page, RecoverableInvoice, expiring_cards, recoverable_invoices
 
 __all__ = [
     "ATTEMPTS_COLUMNS",
@@ -39,12 +42,16 @@ __all__ = [
     "CardUpdateRecord",
     "ConflictError",
     "DecisionRecord",
+    "ExpiringCard",
     "OutcomeConflict",
     "OutcomeRecord",
+    "Page",
+    "RecoverableInvoice",
     "alembic_config",
     "card_update_times",
     "compute_kpis",
     "current_revision",
+    "expiring_cards",
     "get_decision",
     "head_revision",
     "is_reachable",
@@ -55,6 +62,7 @@ __all__ = [
     "record_decision",
     "record_decisions",
     "record_outcome",
+    "recoverable_invoices",
     "session_factory",
     "upgrade_database",
 ]

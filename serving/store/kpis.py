@@ -31,6 +31,12 @@ Definitions (per cohort, and per group with ``group_by``):
   periods (the recovered one included); ``ltv_periods`` is an operator setting (default 12).
 * ``retries_blocked_by_rules``: decisions with action ``stop`` and a ``blocked_by_rule``, made
   for the cohort's invoices (so it is counted in the invoice's period and group like the rest).
+* ``recovered_after_card_update``: recovered invoices whose first success came strictly after a
+  card update (``POST /v1/card-updates``) of the invoice's customer (its first attempt's), for that
+  invoice or customer-wide (no ``invoice_id``), that itself came strictly after the invoice's first
+  failure: the recoveries a new card made possible, which retry timing alone would not have.
+* ``recovered_after_card_update_rate``: ``recovered_after_card_update / failed_invoices``, so
+  ``recovery_rate`` splits into recoveries after a card update and the rest.
 
 Ratios and means are ``None`` when their denominator is 0. ``group_by`` values (always strings):
 
@@ -60,11 +66,13 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    exists,
     extract,
     func,
     literal,
     not_,
     null,
+    or_,
     select,
     union_all,
 )
@@ -72,7 +80,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from serving.store.models import DECISIONS, OUTCOMES
+from serving.store.models import CARD_UPDATES, DECISIONS, OUTCOMES
 from serving.store.repository import invoice_decision_value
 
 GROUP_BY_CHOICES: tuple[str, ...] = (
@@ -90,7 +98,17 @@ NOT_RECOVERED = "not_recovered"
 _TOTAL = "__total__"
 # Row kinds of the KPI statement, and the tally columns the median rows leave empty.
 _TALLY, _MEDIAN, _TOTAL_MEDIAN = "tally", "median", "total"
-_TALLY_COLUMNS = ("currency", "failed", "recovered", "failed_amount", "recovered_amount", "hours", "retries", "blocked")
+_TALLY_COLUMNS = (
+    "currency",
+    "failed",
+    "recovered",
+    "failed_amount",
+    "recovered_amount",
+    "hours",
+    "retries",
+    "blocked",
+    "after_update",
+)
 
 
 def compute_kpis(
@@ -159,6 +177,7 @@ def _failed_invoices(dialect: str, start: datetime | None, end: datetime | None,
     )
     ranked_query = select(
         outcomes.c.invoice_id,
+        outcomes.c.customer_id,
         outcomes.c.attempted_at,
         outcomes.c.succeeded,
         outcomes.c.amount,
@@ -185,6 +204,7 @@ def _failed_invoices(dialect: str, start: datetime | None, end: datetime | None,
             func.min(ranked.c.attempted_at).label("first_at"),
             func.max(case((first, ranked.c.amount))).label("failed_amount"),
             func.max(case((first, ranked.c.currency))).label("currency"),
+            func.max(case((first, ranked.c.customer_id))).label("customer_id"),
             func.max(case((first, ranked.c.decline_code))).label("first_decline_code"),
             func.max(case((first_success, ranked.c.n))).label("success_n"),
             func.max(case((first_success, ranked.c.amount))).label("success_amount"),
@@ -206,6 +226,7 @@ def _failed_invoices(dialect: str, start: datetime | None, end: datetime | None,
         )
         .scalar_subquery()
     )
+    after_update = case((_card_update_between(per_invoice), 1), else_=0)
     group, source = _group_expression(dialect, group_by, per_invoice)
     query = select(
         per_invoice.c.invoice_id,
@@ -215,6 +236,7 @@ def _failed_invoices(dialect: str, start: datetime | None, end: datetime | None,
         per_invoice.c.success_amount,
         _hours_between(dialect, per_invoice.c.first_at, per_invoice.c.success_at).label("hours"),
         blocked.label("blocked"),
+        after_update.label("after_update"),
         group.label("grp"),
     ).select_from(source)
     if start is not None:
@@ -222,6 +244,23 @@ def _failed_invoices(dialect: str, start: datetime | None, end: datetime | None,
     if end is not None:
         query = query.where(per_invoice.c.first_at < end)
     return query.cte("failed_invoices")
+
+
+def _card_update_between(per_invoice: Any) -> ColumnElement[bool]:
+    """A card update of the invoice's customer (for it or customer-wide) strictly between first failure and success.
+
+    False for invoices never recovered. Found through the ``(customer_id, updated_at)`` index.
+    """
+    updates = CARD_UPDATES
+    return and_(
+        per_invoice.c.success_at.is_not(None),
+        exists().where(
+            updates.c.customer_id == per_invoice.c.customer_id,
+            or_(updates.c.invoice_id.is_(None), updates.c.invoice_id == per_invoice.c.invoice_id),
+            updates.c.updated_at > per_invoice.c.first_at,
+            updates.c.updated_at < per_invoice.c.success_at,
+        ),
+    )
 
 
 def _group_expression(dialect: str, group_by: str | None, per_invoice: Any) -> tuple[ColumnElement[Any], Any]:
@@ -276,6 +315,7 @@ def _kpi_query(dialect: str, invoices: CTE, *, grouped: bool) -> CompoundSelect[
         func.sum(c.hours).label("hours"),
         func.sum(cast(c.success_n, Integer) - 1).label("retries"),
         func.sum(c.blocked).label("blocked"),
+        func.sum(c.after_update).label("after_update"),
         null().label("median"),
     ).group_by(c.grp, c.currency)
     parts: list[Select[Any]] = [tally, _median_select(dialect, invoices, grouped=True)]
@@ -344,6 +384,7 @@ class _Tally:
     hours: float = 0.0
     retries: int = 0
     blocked: int = 0
+    after_update: int = 0
     failed_amount: dict[str, int] = field(default_factory=dict)
     recovered_amount: dict[str, int] = field(default_factory=dict)
 
@@ -355,6 +396,7 @@ class _Tally:
         self.hours += _number(row["hours"])
         self.retries += _integer(row["retries"])
         self.blocked += _integer(row["blocked"])
+        self.after_update += _integer(row["after_update"])
         self.failed_amount[currency] = self.failed_amount.get(currency, 0) + _integer(row["failed_amount"])
         self.recovered_amount[currency] = self.recovered_amount.get(currency, 0) + _integer(row["recovered_amount"])
 
@@ -365,6 +407,7 @@ class _Tally:
         self.hours += other.hours
         self.retries += other.retries
         self.blocked += other.blocked
+        self.after_update += other.after_update
         for currency, amount in other.failed_amount.items():
             self.failed_amount[currency] = self.failed_amount.get(currency, 0) + amount
         for currency, amount in other.recovered_amount.items():
@@ -399,6 +442,8 @@ def _fields(tally: _Tally, median_hours: Any, ltv_periods: float) -> dict[str, A
         "involuntary_churn_rate": None if recovery_rate is None else 1.0 - recovery_rate,
         "recovered_ltv": {c: round(tally.recovered_amount.get(c, 0) * ltv_periods) for c in currencies},
         "retries_blocked_by_rules": tally.blocked,
+        "recovered_after_card_update": tally.after_update,
+        "recovered_after_card_update_rate": _ratio(tally.after_update, tally.failed),
     }
 
 

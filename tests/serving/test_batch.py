@@ -15,11 +15,13 @@ def variants(body: dict[str, Any]) -> list[dict[str, Any]]:
     """A soft decline, a hard decline, a Mastercard retry-after advice and a tiny amount."""
     hard = copy.deepcopy(body)
     hard["attempts"][0].update(decline_code="stolen_card", network_decline_code="43")
+    hard["card"]["fingerprint"] = "fp_hard"
     advice = copy.deepcopy(body)
-    advice["card"]["brand"] = "mastercard"
+    advice["card"].update(brand="mastercard", fingerprint="fp_advice")
     advice["attempts"][0].update(merchant_advice_code="27")
     other = copy.deepcopy(body)
     other.update(invoice_id="in_other", amount=100, currency="eur", customer_timezone="Europe/Berlin")
+    other["card"]["fingerprint"] = "fp_other"
     return [body, hard, advice, other]
 
 

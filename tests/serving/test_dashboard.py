@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from serving.app import create_app
-from serving.dashboard import BAR_COLOR, bar_chart, line_chart
+from serving.dashboard import BAR_COLOR, WORKLIST_ROWS, bar_chart, line_chart
 from serving.settings import Settings
+from serving.store import DecisionRecord, record_decisions
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -164,16 +166,38 @@ def decision_request(first: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def seed_store(client: httpx.Client | TestClient, n_invoices: int, seed: int, decisions_every: int = 0) -> None:
-    """Post a simulated history through HTTP; with ``decisions_every`` = k, a decision for every k-th invoice first."""
+def follow_up_requests(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The decision requests a scheduler sends after each failure of one invoice (its rows, oldest first)."""
+    first = decision_request(rows[0])
+    window_end = rows[0]["attempted_at"] + pd.Timedelta(days=14)
+    requests = [first]
+    for row in rows[1:]:
+        at = row["attempted_at"]
+        if row["succeeded"] or at + pd.Timedelta(minutes=5) >= window_end:
+            break
+        attempt = decision_request(row)["attempts"][0]
+        now = (at + pd.Timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        requests.append({**first, "attempts": [*requests[-1]["attempts"], attempt], "now": now})
+    return requests
+
+
+def seed_store(
+    client: httpx.Client | TestClient, n_invoices: int, seed: int, decisions_every: int = 0, every_failure: bool = False
+) -> None:
+    """Post a simulated history through HTTP; with ``decisions_every`` = k, a decision for every k-th invoice first.
+
+    With ``every_failure``, those invoices get a decision after each of their failures, as a scheduler asks again.
+    """
     from training.simulate import simulate
 
     attempts = simulate(n_invoices, seed).attempts
     if decisions_every:
-        firsts = attempts.groupby("invoice_id", sort=False).head(1)
-        for row in firsts.iloc[::decisions_every].to_dict("records"):
-            response = client.post("/v1/retry-decisions", json=decision_request(row))
-            assert response.status_code == 200, response.text
+        chosen = attempts["invoice_id"].drop_duplicates().iloc[::decisions_every]
+        for _, rows in attempts[attempts["invoice_id"].isin(chosen)].groupby("invoice_id", sort=False):
+            records = rows.to_dict("records")
+            for body in follow_up_requests(records) if every_failure else [decision_request(records[0])]:
+                response = client.post("/v1/retry-decisions", json=body)
+                assert response.status_code == 200, response.text
     for body in outcome_bodies(attempts):
         response = client.post("/v1/outcomes", json=body)
         assert response.status_code in (200, 201), response.text
@@ -377,6 +401,85 @@ class TestDashboardPage:
         assert "http://" not in response.text and "https://" not in response.text
 
 
+# ---------------------------------------------------------------------------------------
+# The worklist on the page
+
+WORK_NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def open_decision(index: int, *, customer: str | None = None, stop: bool = False) -> DecisionRecord:
+    """A decision a day before WORK_NOW with its window still open; recovery_probability grows with the index."""
+    decided_at = WORK_NOW - timedelta(days=1)
+    retry_at = None if stop else WORK_NOW + timedelta(hours=index + 1)
+    return DecisionRecord(
+        decision_id=f"dec_{index}",
+        invoice_id=f"in_w{index:02d}",
+        customer_id=customer or f"cus_w{index}",
+        card_brand="visa",
+        decline_code="insufficient_funds",
+        attempt_count=1,
+        amount=10_000,
+        currency="usd",
+        decided_at=decided_at,
+        action="stop" if stop else "retry",
+        retry_at=retry_at,
+        success_probability=None if stop else 0.2,
+        expected_recovered_amount=0,
+        schedule=[],
+        reasons=["test"],
+        model_version="m1",
+        policy="learned",
+        window_end=WORK_NOW + timedelta(days=5),
+        max_retries=4,
+        next_step="request_new_payment_method" if stop else None,
+        recovery_probability=0.0 if stop else index / 100,
+    )
+
+
+class TestWorklist:
+    def test_no_open_invoice_says_so(self, handful: TestClient) -> None:
+        response = handful.get("/dashboard")
+        assert 'id="worklist"' in response.text
+        assert "No open failed invoice" in response.text
+        assert Page(response.text).find("tr", "open-invoice") == []
+
+    def test_top_rows_match_the_recoverable_endpoint(self, fresh: TestClient) -> None:
+        decisions = [open_decision(i) for i in range(1, 25)] + [open_decision(0, customer="<b>cus</b>", stop=True)]
+        with fresh.app.state.sessions() as session:  # type: ignore[attr-defined]
+            record_decisions(session, decisions)
+        response = fresh.get("/dashboard", params={"now": "2026-11-20T12:00:00Z"})
+        assert response.status_code == 200
+        rows = Page(response.text).find("tr", "open-invoice")
+        expected = fresh.get("/v1/recoverable", params={"now": "2026-11-20T12:00:00Z", "limit": WORKLIST_ROWS}).json()
+        assert len(rows) == WORKLIST_ROWS == len(expected["invoices"])
+        assert [(r["data-invoice"], int(r["data-value"])) for r in rows] == [
+            (item["invoice_id"], item["expected_recoverable_amount"]) for item in expected["invoices"]
+        ]
+        assert rows[0]["data-invoice"] == "in_w24" and rows[0]["data-value"] == "2400"
+        assert "the top 20 of 25" in response.text
+        assert "USD 100.00" in response.text and "24.0%" in response.text  # amount, probability
+        # The stop, with its next step, is the 25th row: only on a page of its own.
+        assert "request new payment method" not in response.text
+        everything = fresh.get("/v1/recoverable", params={"now": "2026-11-20T12:00:00Z"}).json()
+        assert everything["invoices"][-1]["next_step"] == "request_new_payment_method"
+
+    def test_caller_text_in_the_worklist_is_escaped(self, fresh: TestClient) -> None:
+        with fresh.app.state.sessions() as session:  # type: ignore[attr-defined]
+            record_decisions(session, [open_decision(0, customer="<b>cus</b>", stop=True)])
+        html = fresh.get("/dashboard", params={"now": "2026-11-20"}).text
+        assert "<b>cus" not in html and "&lt;b&gt;cus&lt;/b&gt;" in html
+        (row,) = Page(html).find("tr", "open-invoice")
+        assert row["data-next-step"] == "request_new_payment_method"
+
+    def test_worklist_is_as_of_now(self, fresh: TestClient) -> None:
+        with fresh.app.state.sessions() as session:  # type: ignore[attr-defined]
+            record_decisions(session, [open_decision(5)])
+        assert len(Page(fresh.get("/dashboard", params={"now": "2026-11-20"}).text).find("tr", "open-invoice")) == 1
+        assert Page(fresh.get("/dashboard", params={"now": "2026-12-31"}).text).find("tr", "open-invoice") == []
+        response = fresh.get("/dashboard", params={"now": "2026-11-20T12:00:00"})  # no zone
+        assert (response.status_code, response.json()["field"]) == (422, "now")
+
+
 def test_dashboard_needs_the_api_key_when_one_is_set(bundle_dir: Path, tmp_path: Path) -> None:
     settings = Settings(model_dir=bundle_dir, database_url=f"sqlite:///{tmp_path / 's.db'}", api_key=SecretStr("k3y"))
     with TestClient(create_app(settings)) as client:
@@ -434,11 +537,36 @@ def test_chromium_renders_the_charts(store_settings: Settings, tmp_path: Path) -
     assert (rgb < 250).any(axis=-1).mean() > 0.05  # and the page is not blank
 
 
+def busiest_worklist_time(client: httpx.Client) -> str:
+    """The month start (the simulator's 2025) with the most open invoices, so the README's worklist has rows."""
+
+    def open_invoices(at: str) -> int:
+        response = client.get("/v1/recoverable", params={"now": at, "limit": 1})
+        assert response.status_code == 200, response.text
+        total: int = response.json()["total"]
+        return total
+
+    return max((f"2025-{month:02d}-01T12:00:00Z" for month in range(2, 13)), key=open_invoices)
+
+
+def crop_to_page(path: Path, margin: int = 8) -> None:
+    """Cut the blank band below the page (the screenshot is taller than the page), keeping ``margin`` pixels."""
+    from PIL import Image
+
+    rgb = load_rgb(path)
+    background = rgb[-1, 0].astype(np.int16)
+    used = np.flatnonzero((np.abs(rgb.astype(np.int16) - background) > 4).any(axis=(1, 2)))
+    bottom = min(int(used[-1]) + 1 + margin, rgb.shape[0]) if used.size else rgb.shape[0]
+    with Image.open(path) as image:
+        image.crop((0, 0, image.width, bottom)).save(path)
+
+
 def make_readme_screenshot(out: Path) -> None:
-    """docs/dashboard.png: ~300 simulated invoices, every third one decided (half of them control).
+    """docs/dashboard.png: ~300 simulated invoices, each decided after every failure (half of them control).
 
     Decisions come from the tests' tiny model: the outcomes are the simulator's either way, and
-    the shipped model may lag the feature code while it is being changed.
+    the shipped model may lag the feature code while it is being changed. The worklist is shown as
+    of the month start with the most open invoices (the simulated year is in the past).
     """
     from conftest import train_tiny_bundle  # this directory is sys.path[0] when run as a script
 
@@ -447,9 +575,11 @@ def make_readme_screenshot(out: Path) -> None:
         store = f"sqlite:///{Path(scratch) / 'store.db'}"
         settings = Settings(model_dir=bundle, database_url=store, control_share=0.5)
         with served(settings) as base, httpx.Client(base_url=base, timeout=60) as client:
-            seed_store(client, 300, seed=5, decisions_every=3)
+            seed_store(client, 300, seed=5, decisions_every=1, every_failure=True)
+            now = busiest_worklist_time(client)
             raw = Path(scratch) / "dash.png"
-            screenshot(f"{base}/dashboard", raw, height=1420)  # the page's height: no blank band below
+            screenshot(f"{base}/dashboard?now={now}", raw, height=2600)
+            crop_to_page(raw)  # the page's height: no blank band below
             shutil.copyfile(raw, out)
 
 

@@ -60,7 +60,11 @@ class TestRetry:
         assert data["action"] == "retry"
         assert data["decision_id"].startswith("dec_") and len(data["decision_id"]) == 4 + 32
         assert data["model_version"] == "test-0"
-        assert data["next_step"] is None
+        assert data["next_step"] in ("none", "notify_customer")
+        assert 0 < data["recovery_probability"] <= 1
+        assert data["expected_recovered_amount"] == round(request_body["amount"] * data["recovery_probability"])
+        first_hours = (ts(data["retry_at"]) - now) / HOUR
+        assert first_hours <= data["expected_hours_to_recovery"] <= (ts(data["schedule"][-1]["retry_at"]) - now) / HOUR
         retry_at = ts(data["retry_at"])
         assert data["retry_at"].endswith("Z")
         assert now < retry_at <= window_end
@@ -181,7 +185,8 @@ class TestRules:
         request_body["attempts"][0]["decline_code"] = code
         data = decide(client, request_body)
         assert_stop(data, "hard decline", code)
-        assert data["next_step"] is None
+        assert data["next_step"] == "request_new_payment_method"
+        assert data["recovery_probability"] == 0 and data["expected_hours_to_recovery"] is None
 
     def test_hard_decline_earlier_in_the_history_still_stops(
         self, client: TestClient, request_body: dict[str, Any]

@@ -64,7 +64,8 @@ def test_a_never_retry_rule_wins_over_the_new_card_advice() -> None:
         ("2026-11-01T14:00Z", "stolen_card", None, None), ("2026-11-03T14:00Z", "expired_card", None, None)
     )
     verdict = evaluate_rules(history, "visa", SETTINGS)
-    assert verdict.stops and verdict.next_step is None
+    assert verdict.stops[0].rule.name == "hard_decline"
+    assert verdict.next_step == "request_new_payment_method"
 
 
 def test_single_digit_network_codes_are_padded() -> None:

@@ -24,6 +24,7 @@ def kpi(
     mean: float | None,
     attempts: float | None,
     blocked: int = 0,
+    after_update: int = 0,
 ) -> dict[str, Any]:
     """Expected fields from hand-counted totals; only the plain ratios are derived here."""
     by_currency = {c: recovered_amount[c] / failed_amount[c] for c in sorted(failed_amount)}
@@ -41,6 +42,8 @@ def kpi(
         "involuntary_churn_rate": (failed - recovered) / failed if failed else None,
         "recovered_ltv": {c: amount * 12 for c, amount in recovered_amount.items()},
         "retries_blocked_by_rules": blocked,
+        "recovered_after_card_update": after_update,
+        "recovered_after_card_update_rate": after_update / failed if failed else None,
     }
 
 
@@ -73,6 +76,8 @@ def test_totals_every_field_by_hand(history: Session) -> None:
         "involuntary_churn_rate": pytest.approx(0.4),
         "recovered_ltv": {"eur": 36000, "usd": 36000},
         "retries_blocked_by_rules": 2,
+        "recovered_after_card_update": 0,  # no card updates in this history (tests/store/test_worklist.py has some)
+        "recovered_after_card_update_rate": 0.0,
         "ltv_periods": 12.0,
     }
     assert "groups" not in result

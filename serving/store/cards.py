@@ -1,0 +1,92 @@
+"""Per-card reads: what every invoice on a card did and plans, for the networks' per-card attempt caps.
+
+Card networks count attempts per card across all the invoices charged to it, so a decision needs
+the card's other invoices: their stored outcomes (attempts, which of them were first charges,
+which succeeded) and the next retry their latest decision planned, if it has not happened yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.orm import Session
+
+from serving.store.models import DECISIONS, OUTCOMES
+from serving.store.repository import invoice_decision_value
+
+
+@dataclass(frozen=True)
+class CardAttemptRow:
+    """A stored attempt on a card."""
+
+    card_fingerprint: str
+    invoice_id: str
+    attempted_at: datetime
+    succeeded: bool
+    first: bool  # the invoice's earliest stored attempt: its scheduled charge, not a reattempt
+
+
+@dataclass(frozen=True)
+class PlannedRetryRow:
+    """The next retry an open invoice's latest decision planned, not made yet."""
+
+    card_fingerprint: str
+    invoice_id: str
+    retry_at: datetime
+
+
+def card_attempts(
+    session: Session, fingerprints: Sequence[str], since: datetime, until: datetime
+) -> list[CardAttemptRow]:
+    """Stored attempts on the cards in [since, until], each marked first charge or reattempt."""
+    if not fingerprints:
+        return []
+    outcomes = OUTCOMES
+    on_cards = outcomes.c.card_fingerprint.in_(sorted(set(fingerprints)))
+    first = (
+        select(outcomes.c.invoice_id, func.min(outcomes.c.attempted_at).label("first_at"))
+        .where(outcomes.c.invoice_id.in_(select(outcomes.c.invoice_id).where(on_cards)))
+        .group_by(outcomes.c.invoice_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            outcomes.c.card_fingerprint,
+            outcomes.c.invoice_id,
+            outcomes.c.attempted_at,
+            outcomes.c.succeeded,
+            (outcomes.c.attempted_at == first.c.first_at).label("first"),
+        )
+        .join(first, first.c.invoice_id == outcomes.c.invoice_id)
+        .where(on_cards, outcomes.c.attempted_at >= since, outcomes.c.attempted_at <= until)
+        .order_by(outcomes.c.attempted_at, outcomes.c.attempt_id)
+    ).all()
+    return [CardAttemptRow(str(fp), str(inv), at, bool(ok), bool(is_first)) for fp, inv, at, ok, is_first in rows]
+
+
+def planned_retries(session: Session, fingerprints: Sequence[str], after: datetime) -> list[PlannedRetryRow]:
+    """Next retries after `after` that open invoices on the cards hold (latest decision, not yet made)."""
+    if not fingerprints:
+        return []
+    decisions, outcomes = DECISIONS, OUTCOMES
+    made_or_paid = exists().where(
+        outcomes.c.invoice_id == decisions.c.invoice_id,
+        (outcomes.c.attempted_at >= decisions.c.decided_at) | outcomes.c.succeeded.is_(True),
+    )
+    rows = session.execute(
+        select(decisions.c.card_fingerprint, decisions.c.invoice_id, decisions.c.retry_at)
+        .where(
+            and_(
+                decisions.c.card_fingerprint.in_(sorted(set(fingerprints))),
+                decisions.c.action == "retry",
+                decisions.c.retry_at > after,
+                decisions.c.decision_id == invoice_decision_value("decision_id", decisions.c.invoice_id),
+                ~made_or_paid,
+            )
+        )
+        .order_by(decisions.c.retry_at, decisions.c.invoice_id)
+    ).all()
+    return [PlannedRetryRow(str(fp), str(inv), at) for fp, inv, at in rows]
