@@ -130,7 +130,7 @@ def _retry_reasons(
     if ctx.window_cut:
         why.append(reasons.window_cut_reason(settings.max_window_days))
     why.extend(reasons.model_reasons(contributions, FEATURE_COLUMNS, chosen))
-    why.append(reasons.search_reason(len(pending.times), ctx.now, ctx.window_end))
+    why.append(reasons.search_reason(len(pending.times), ctx.now, pending.times[-1]))
     why.append(reasons.probability_reason(plan.probabilities[0], plan.total_probability, len(plan.slots)))
     return why
 
