@@ -39,38 +39,13 @@ OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to ski
 
 
 def invoice_out(item: RecoverableInvoice) -> RecoverableInvoiceOut:
-    """A worklist row in the API's shape."""
-    return RecoverableInvoiceOut(
-        invoice_id=item.invoice_id,
-        customer_id=item.customer_id,
-        decision_id=item.decision_id,
-        amount=item.amount,
-        currency=item.currency,
-        action="stop" if item.action == "stop" else "retry",
-        recovery_probability=item.recovery_probability,
-        expected_recoverable_amount=item.expected_recoverable_amount,
-        next_retry_at=item.next_retry_at,
-        next_step=item.next_step,
-        decided_at=item.decided_at,
-        window_end=item.window_end,
-        expected_hours_to_recovery=item.expected_hours_to_recovery,
-        attempts=item.attempts,
-    )
+    """A worklist row in the API's shape (the store's fields, validated)."""
+    return RecoverableInvoiceOut.model_validate(item, from_attributes=True)
 
 
 def card_out(card: ExpiringCard) -> ExpiringCardOut:
-    """An expiring card in the API's shape."""
-    return ExpiringCardOut(
-        card_fingerprint=card.card_fingerprint,
-        card_brand=card.card_brand,
-        exp_month=card.exp_month,
-        exp_year=card.exp_year,
-        expires_at=card.expires_at,
-        last_seen_at=card.last_seen_at,
-        customer_ids=card.customer_ids,
-        invoice_count=card.invoice_count,
-        amount_at_risk=card.amount_at_risk,
-    )
+    """An expiring card in the API's shape (the store's fields, validated)."""
+    return ExpiringCardOut.model_validate(card, from_attributes=True)
 
 
 @router.get("/recoverable", response_model=RecoverableResponse, responses=RESPONSES)
