@@ -7,6 +7,7 @@ checkout or an installed package, whatever the working directory.
 
 from __future__ import annotations
 
+import time
 import zlib
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import OperationalError
 
 from serving.store.engine import make_engine
 
@@ -22,6 +24,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # PostgreSQL advisory-lock key held while migrating, so several app processes starting together
 # don't race to create the same tables (one migrates, the others wait and find the schema current).
 _PG_MIGRATION_LOCK = zlib.crc32(b"retryopt.store.migrations")
+_SQLITE_LOCKED_RETRIES = 5
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -46,16 +49,25 @@ def upgrade_database(url: str) -> None:
     the migration runs under a lock (an advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on
     SQLite) in one transaction, so the others wait and then find nothing to do.
     """
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            _lock(connection)
-            config = alembic_config(url)
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-            connection.commit()
-    finally:
-        engine.dispose()
+    for attempt in range(_SQLITE_LOCKED_RETRIES + 1):
+        engine = make_engine(url)
+        try:
+            with engine.connect() as connection:
+                _lock(connection)
+                config = alembic_config(url)
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                connection.commit()
+            return
+        except OperationalError as exc:
+            # SQLite can answer "database is locked" at once, without its busy wait, when processes
+            # race on a database file that is just being created and switched to WAL. The upgrade
+            # is one transaction (nothing half-done), so trying again is safe.
+            if engine.dialect.name != "sqlite" or "locked" not in str(exc) or attempt == _SQLITE_LOCKED_RETRIES:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+        finally:
+            engine.dispose()
 
 
 def _lock(connection: Connection) -> None:
