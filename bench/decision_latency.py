@@ -56,10 +56,10 @@ from _common import (  # noqa: E402
 )
 
 import features.candidates as candidates_module  # noqa: E402
-import features.geo as geo_module  # noqa: E402
 import serving.policy.decision as decision_module  # noqa: E402
 import serving.policy.reasons as reasons_module  # noqa: E402
-from features.bundle import calibrate, load_bundle  # noqa: E402
+import serving.policy.scoring as scoring_module  # noqa: E402
+from features.bundle import calibrate, feature_matrix, load_bundle  # noqa: E402
 from features.candidates import FEATURE_COLUMNS, build_retry_features, candidate_times, project_retries  # noqa: E402
 from serving.policy.context import resolve_context  # noqa: E402
 from serving.policy.decision import decide  # noqa: E402
@@ -138,19 +138,20 @@ def instrumented(stages: Stages) -> Iterator[None]:
         (decision_module, "resolve_context", "rules: context + checks"),
         (decision_module, "evaluate_rules", "rules: decline/network rules"),
         (decision_module, "attempts_frame", "frames: attempts_frame"),
-        (decision_module, "candidates_frame", "frames: candidates_frame"),
-        (decision_module, "build_retry_features", "features: build_retry_features"),
-        (decision_module, "last_decline_category", "features: last_decline_category"),
-        (decision_module, "project_retries", "projection: project_retries"),
+        (scoring_module, "contexts_frame", "frames: contexts_frame"),
+        (candidates_module, "retry_feature_matrix", "features: retry_feature_matrix"),
+        (scoring_module, "last_decline_categories", "features: last_decline_category"),
+        (candidates_module, "project_retry_rows", "projection: project_retry_rows"),
         (decision_module, "plan_retries", "planner: plan_retries"),
         (reasons_module, "model_reasons", "reasons: model_reasons"),
-        # inside build_retry_features (nested; not added to the top-level sum)
-        (geo_module, "resolve_timezones", "  features/ resolve_timezones"),
-        (candidates_module, "history_at", "  features/ history_at"),
-        (candidates_module, "local_time_features", "  features/ local_time_features"),
-        (candidates_module, "card_features", "  features/ card_features"),
-        (candidates_module, "encode_categorical", "  features/ encode_categorical (x8)"),
+        # inside retry_feature_matrix (nested; not added to the top-level sum)
+        (candidates_module, "_context_values", "  features/ context values (card, zone, codes)"),
+        (candidates_module, "history_columns", "  features/ history_columns"),
+        (candidates_module, "local_wall_time", "  features/ local_wall_time"),
+        (candidates_module, "calendar_features", "  features/ calendar_features"),
     ]
+    # _score imports the library's functions when it runs, so wrapping the modules' attributes reaches it.
+    targets = [t for t in targets if hasattr(t[0], t[1])]
     saved = [(module, attr, getattr(module, attr)) for module, attr, _ in targets]
     try:
         for module, attr, name in targets:
@@ -175,7 +176,7 @@ class TimedScorer:
 
     def score(self, slots: pd.DataFrame, features: pd.DataFrame) -> np.ndarray:
         t0 = time.perf_counter()
-        matrix = features.loc[:, list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
+        matrix = feature_matrix(features)
         t1 = time.perf_counter()
         raw = np.asarray(self.bundle.booster.predict(matrix, num_threads=1), dtype=np.float64)
         t2 = time.perf_counter()
@@ -189,7 +190,7 @@ class TimedScorer:
 
     def contributions(self, features: pd.DataFrame) -> np.ndarray:
         t0 = time.perf_counter()
-        matrix = features.loc[:, list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
+        matrix = feature_matrix(features)
         out = np.asarray(self.bundle.booster.predict(matrix, pred_contrib=True, num_threads=1))
         self.stages.add("contributions: pred_contrib (chosen slot of each retry)", time.perf_counter() - t0)
         return out
@@ -200,10 +201,10 @@ TOP_LEVEL = (
     "rules: context + checks",
     "rules: decline/network rules",
     "frames: attempts_frame",
-    "frames: candidates_frame",
-    "features: build_retry_features",
+    "frames: contexts_frame",
+    "features: retry_feature_matrix",
     "features: last_decline_category",
-    "projection: project_retries",
+    "projection: project_retry_rows",
     "predict: frame -> float matrix",
     "predict: booster.predict",
     "predict: isotonic calibration",
@@ -447,7 +448,7 @@ def main() -> None:
 
     for name in TOP_LEVEL:
         rows.append(line(name))
-        if name == "features: build_retry_features":
+        if name == "features: retry_feature_matrix":
             rows.extend(line(nested) for nested in parts["mean_ms"] if nested.startswith("  features/"))
     other = parts["other_mean_ms"]
     rows.append(

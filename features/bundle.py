@@ -43,19 +43,30 @@ class Bundle:
         """The version string reported with every decision."""
         return str(self.manifest["model_version"])
 
-    def raw_probability(self, features: pd.DataFrame) -> np.ndarray:
+    def raw_probability(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Uncalibrated booster probability of each row."""
-        matrix = features.loc[:, list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
-        return np.asarray(self.booster.predict(matrix, num_threads=1), dtype=np.float64)
+        return np.asarray(self.booster.predict(feature_matrix(features), num_threads=1), dtype=np.float64)
 
-    def predict(self, features: pd.DataFrame) -> np.ndarray:
-        """Calibrated success probability of each row of a `build_retry_features` frame."""
+    def predict(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Calibrated success probability of each row of a `build_retry_features` frame (or its matrix)."""
         return calibrate(self.raw_probability(features), self.calibration_x, self.calibration_y)
 
-    def contributions(self, features: pd.DataFrame) -> np.ndarray:
+    def contributions(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Per-feature log-odds contributions (LightGBM `pred_contrib`); last column is the bias."""
-        matrix = features.loc[:, list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
-        return np.asarray(self.booster.predict(matrix, pred_contrib=True, num_threads=1))
+        return np.asarray(self.booster.predict(feature_matrix(features), pred_contrib=True, num_threads=1))
+
+
+def feature_matrix(features: pd.DataFrame | np.ndarray) -> np.ndarray:
+    """The float64 model input of a feature frame (`FEATURE_COLUMNS`, in that order) or matrix.
+
+    A matrix is taken as it is (columns in `FEATURE_COLUMNS` order); a frame whose columns are
+    already in that order is read without copying.
+    """
+    if isinstance(features, np.ndarray):
+        return np.asarray(features, dtype=np.float64)
+    if tuple(features.columns) != FEATURE_COLUMNS:
+        features = features.loc[:, list(FEATURE_COLUMNS)]
+    return np.asarray(features.to_numpy(dtype=np.float64, copy=False))
 
 
 # Isotonic calibration maps the score's tails to exactly 0 or 1; no retry is certain either way,

@@ -9,15 +9,19 @@ million-row training table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
 from features.taxonomy import (
     DeclineCategory,
-    decline_category,
-    normalise_codes,
+    _category_of,
+    _normal_code,
+    _visa_category_of,
+    map_unique,
+    normal_response_code,
     normalise_response_codes,
-    visa_category,
 )
 
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -46,16 +50,18 @@ def normalise_advice_codes(codes: pd.Series) -> pd.Series:
     return normalise_response_codes(codes)
 
 
-def _optional(frame: pd.DataFrame, name: str) -> pd.Series:
-    """An optional column, or all-missing when absent."""
-    return frame[name] if name in frame else pd.Series(pd.NA, index=frame.index, dtype="string")
+def _texts(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """An optional text column as an object array (missing values as they come: None or NA)."""
+    if name not in frame:
+        return np.full(len(frame), None, dtype=object)
+    return np.asarray(frame[name].to_numpy(dtype=object))
 
 
-def _objects(values: pd.Series) -> np.ndarray:
-    """A text column as an object array with None for missing values."""
-    array = np.asarray(values.to_numpy(dtype=object))
-    array[pd.isna(array)] = None
-    return array
+def _mapped(values: np.ndarray, fn: Callable[[str | None], str | None]) -> np.ndarray:
+    """`fn` of each value (once per distinct value) as an object array, None where it gives None."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = map_unique(values, fn)
+    return out
 
 
 def _segment_starts(codes: np.ndarray) -> np.ndarray:
@@ -76,33 +82,42 @@ def _group_cumsum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
 def invoice_states(attempts: pd.DataFrame) -> pd.DataFrame:
     """The state of each invoice right after each of its attempts, sorted by invoice then time."""
     invoice = attempts["invoice_id"].astype(str).to_numpy()
-    at = _utc_ns(attempts["attempted_at"])
     group, _ = pd.factorize(invoice, sort=True)
+    states, order = attempt_states(attempts, group)
+    return pd.DataFrame({"invoice_id": invoice[order], **states})
+
+
+def attempt_states(attempts: pd.DataFrame, group: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The state right after each attempt, sorted by (`group`, time), and the sorting order.
+
+    `group` is an integer code per attempt row naming its invoice (any numbering: only equality
+    matters). The columns are those of `invoice_states` without `invoice_id`.
+    """
+    at = _utc_ns(attempts["attempted_at"])
     order = np.lexsort((at, group))
-    group, at = group[order], at[order]
+    group, at = np.asarray(group)[order], at[order]
     starts = _segment_starts(group)
-    ordered = attempts.iloc[order]
-    codes = normalise_codes(ordered["decline_code"])
-    category = decline_category(codes)
-    is_funds = (category == DeclineCategory.INSUFFICIENT_FUNDS.value).fillna(False).to_numpy(dtype=np.int64)
-    is_dnh = (category == DeclineCategory.DO_NOT_HONOR.value).fillna(False).to_numpy(dtype=np.int64)
-    category_values = _objects(category)
-    return pd.DataFrame(
-        {
-            "invoice_id": invoice[order],
-            "group": group,
-            "state_at": at,
-            "attempts_so_far": np.arange(len(group)) - starts + 1,
-            "first_attempt_at": at[starts],
-            "n_insufficient_funds": _group_cumsum(is_funds, starts),
-            "n_do_not_honor": _group_cumsum(is_dnh, starts),
-            "visa_category": visa_category(_optional(ordered, "network_decline_code")).to_numpy(),
-            "last_decline_code": _objects(codes),
-            "last_decline_category": category_values,
-            "first_decline_category": category_values[starts],
-            "last_advice_code": _objects(normalise_advice_codes(_optional(ordered, "merchant_advice_code"))),
-        }
-    )
+    # The taxonomy's own per-code functions, once per distinct code (as `normalise_codes`,
+    # `decline_category`, `visa_category` and `normalise_advice_codes` do), on plain object arrays.
+    codes = _mapped(_texts(attempts, "decline_code")[order], _normal_code)
+    category_values = _mapped(codes, _category_of)
+    is_funds = (category_values == DeclineCategory.INSUFFICIENT_FUNDS.value).astype(np.int64)
+    is_dnh = (category_values == DeclineCategory.DO_NOT_HONOR.value).astype(np.int64)
+    visa = np.asarray(map_unique(_texts(attempts, "network_decline_code")[order], _visa_category_of), dtype=np.int64)
+    states = {
+        "group": group,
+        "state_at": at,
+        "attempts_so_far": np.arange(len(group)) - starts + 1,
+        "first_attempt_at": at[starts],
+        "n_insufficient_funds": _group_cumsum(is_funds, starts),
+        "n_do_not_honor": _group_cumsum(is_dnh, starts),
+        "visa_category": visa,
+        "last_decline_code": codes,
+        "last_decline_category": category_values,
+        "first_decline_category": category_values[starts],
+        "last_advice_code": _mapped(_texts(attempts, "merchant_advice_code")[order], normal_response_code),
+    }
+    return states, order
 
 
 def latest_state_before(state_group: np.ndarray, state_at: np.ndarray, group: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -130,37 +145,63 @@ def history_at(attempts: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame
 
     Candidates with no earlier attempt get missing values; the result keeps `candidates`' index.
     """
-    states = invoice_states(attempts)
-    if states.empty:
-        empty = {name: np.full(len(candidates), np.nan) for name in HISTORY_COLUMNS if name not in _STRING_STATES}
-        empty.update({name: np.full(len(candidates), None, dtype=object) for name in _STRING_STATES})
-        return pd.DataFrame(empty, index=candidates.index).loc[:, list(HISTORY_COLUMNS)]
-    state_ids = states["invoice_id"].to_numpy()
-    candidate_ids = candidates["invoice_id"].astype(str).to_numpy()
-    # Candidates of invoices without attempts get a group no state has.
-    lookup = pd.Index(pd.unique(state_ids))
-    group = lookup.get_indexer(candidate_ids)
-    group = np.where(group < 0, len(lookup), group)
-    at = _utc_ns(candidates["candidate_at"])
-    index = latest_state_before(states["group"].to_numpy(), states["state_at"].to_numpy(), group, at)
+    attempt_group, candidate_group = invoice_groups(attempts["invoice_id"], candidates["invoice_id"])
+    columns = history_columns(attempts, attempt_group, candidate_group, _utc_ns(candidates["candidate_at"]))
+    return pd.DataFrame(columns, index=candidates.index).loc[:, list(HISTORY_COLUMNS)]
+
+
+def invoice_groups(attempt_invoices: pd.Series, candidate_invoices: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of the invoice ids (compared as text) of attempts and of candidates, one numbering."""
+    attempt_ids = attempt_invoices.astype(str).to_numpy()
+    candidate_ids = candidate_invoices.astype(str).to_numpy()
+    codes, _ = pd.factorize(np.concatenate([attempt_ids, candidate_ids]))
+    return codes[: len(attempt_ids)], codes[len(attempt_ids) :]
+
+
+def history_columns(
+    attempts: pd.DataFrame,
+    attempt_group: np.ndarray,
+    candidate_group: np.ndarray,
+    candidate_at: np.ndarray,
+    encoders: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+) -> dict[str, np.ndarray]:
+    """`HISTORY_COLUMNS` of candidates given as integer invoice codes and UTC int64 ns times.
+
+    The text states come as object arrays (None when unknown), or, for a name in `encoders`, as
+    that function's float encoding of the attempts' states (NaN when unknown): encoding once per
+    attempt instead of once per candidate gives the same values.
+    """
+    encoders = encoders or {}
+    states, _ = attempt_states(attempts, attempt_group)
+    at = np.asarray(candidate_at, dtype=np.int64)
+    if len(states["group"]) == 0:
+        empty: dict[str, np.ndarray] = {name: np.full(len(at), np.nan) for name in HISTORY_COLUMNS}
+        for name in _STRING_STATES:
+            if name not in encoders:
+                empty[name] = np.full(len(at), None, dtype=object)
+        return empty
+    index = latest_state_before(states["group"], states["state_at"], np.asarray(candidate_group), at)
     known = index >= 0
     safe = np.where(known, index, 0)
 
     def numeric(values: np.ndarray) -> np.ndarray:
         return np.where(known, np.asarray(values, dtype=np.float64)[safe], np.nan)
 
-    def hours_since(column: str) -> np.ndarray:
-        return np.where(known, (at - states[column].to_numpy()[safe]) / _NS_PER_HOUR, np.nan)
+    def hours_since(values: np.ndarray) -> np.ndarray:
+        return np.where(known, (at - values[safe]) / _NS_PER_HOUR, np.nan)
 
     columns: dict[str, np.ndarray] = {
-        "retry_number": numeric(states["attempts_so_far"].to_numpy()),
-        "hours_since_first_attempt": hours_since("first_attempt_at"),
-        "hours_since_last_attempt": hours_since("state_at"),
-        "n_insufficient_funds": numeric(states["n_insufficient_funds"].to_numpy()),
-        "n_do_not_honor": numeric(states["n_do_not_honor"].to_numpy()),
-        "visa_category": numeric(states["visa_category"].to_numpy()),
+        "retry_number": numeric(states["attempts_so_far"]),
+        "hours_since_first_attempt": hours_since(states["first_attempt_at"]),
+        "hours_since_last_attempt": hours_since(states["state_at"]),
+        "n_insufficient_funds": numeric(states["n_insufficient_funds"]),
+        "n_do_not_honor": numeric(states["n_do_not_honor"]),
+        "visa_category": numeric(states["visa_category"]),
     }
     for name in _STRING_STATES:
-        values = states[name].to_numpy(dtype=object)
-        columns[name] = np.where(known, values[safe], np.array(None, dtype=object))
-    return pd.DataFrame(columns, index=candidates.index)
+        values = np.asarray(states[name], dtype=object)
+        if name in encoders:
+            columns[name] = np.where(known, encoders[name](values)[safe], np.nan)
+        else:
+            columns[name] = np.where(known, values[safe], np.array(None, dtype=object))
+    return columns

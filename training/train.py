@@ -40,6 +40,10 @@ from training.metrics import metrics_by_group, probability_metrics
 
 SPLITS = ("train", "early_stop", "calibration", "test")
 
+# The logistic baseline is a reference figure, not the model: past ~100k rows its test metrics
+# stop moving (AUC within ~0.001), while its fit grows with the data (3.8 s on 447k rows).
+BASELINE_MAX_ROWS = 100_000
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -50,6 +54,8 @@ class TrainConfig:
     split_fractions: tuple[float, float, float, float] = (0.6, 0.1, 0.15, 0.15)
     num_boost_round: int = 600
     early_stopping_rounds: int = 50
+    # Rows the logistic baseline is fitted on (a stratified sample of the fit split); None: all.
+    baseline_max_rows: int | None = BASELINE_MAX_ROWS
     params: dict[str, Any] = field(
         default_factory=lambda: {
             "objective": "binary",
@@ -99,8 +105,7 @@ def build_training_table(attempts: pd.DataFrame) -> TrainingTable:
     if rows.empty:
         raise ValueError("no retries to learn from: the data has no invoice with a failed first attempt and a retry")
     matrix = build_retry_features(attempts, rows)
-    first_attempt = attempts.groupby("invoice_id")["attempted_at"].min()
-    first_failure = rows["invoice_id"].map(first_attempt)
+    first_failure = _first_attempt_of(attempts, rows)
     last_category = pd.Series(
         np.asarray(VOCABULARIES["last_decline_category"], dtype=object)[
             matrix["last_decline_category"].fillna(0).astype(int).to_numpy()
@@ -113,6 +118,23 @@ def build_training_table(attempts: pd.DataFrame) -> TrainingTable:
         invoice_first_failure=pd.to_datetime(first_failure, utc=True).reset_index(drop=True),
         decline_category=last_category.astype(str).reset_index(drop=True),
     )
+
+
+def _first_attempt_of(attempts: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
+    """Each row's invoice's earliest `attempted_at` (a groupby-min and map, without sorting the ids)."""
+    codes, uniques = pd.factorize(attempts["invoice_id"])
+    at = attempts["attempted_at"]
+    if (codes < 0).any() or at.isna().any():  # not valid attempts data: the plain groupby
+        return rows["invoice_id"].map(attempts.groupby("invoice_id")["attempted_at"].min())
+    order = np.lexsort((pd.DatetimeIndex(pd.to_datetime(at, utc=True)).as_unit("ns").asi8, codes))
+    first_of_group = np.full(len(uniques), -1, dtype=np.int64)
+    sorted_codes = codes[order]
+    is_first = np.ones(len(order), dtype=bool)
+    is_first[1:] = sorted_codes[1:] != sorted_codes[:-1]
+    first_of_group[sorted_codes[is_first]] = order[is_first]
+    row_codes = pd.Index(uniques).get_indexer(rows["invoice_id"])
+    picked = at.iloc[first_of_group[row_codes]]
+    return pd.Series(picked.to_numpy(), index=rows.index, dtype=at.dtype, name=rows["invoice_id"].name)
 
 
 def time_split(first_failure: pd.Series, fractions: tuple[float, ...]) -> pd.Series:
@@ -153,8 +175,28 @@ def fit_isotonic(raw: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.concatenate([[0.0], x, [1.0]]), np.concatenate([[fitted[0]], fitted, [fitted[-1]]])
 
 
-def fit_logistic_baseline(train: pd.DataFrame, y_train: np.ndarray) -> Pipeline:
-    """The baseline to beat: logistic regression on the same features (one-hot categoricals)."""
+def baseline_sample(y_train: np.ndarray, max_rows: int = BASELINE_MAX_ROWS, seed: int = 0) -> np.ndarray:
+    """Row positions of a seeded sample of at most `max_rows`, stratified by label (all rows if fewer)."""
+    y = np.asarray(y_train)
+    if len(y) <= max_rows:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    picked = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        take = max(1, round(len(members) * max_rows / len(y)))
+        picked.append(rng.choice(members, size=min(take, len(members)), replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def fit_logistic_baseline(train: pd.DataFrame, y_train: np.ndarray, max_rows: int | None = None) -> Pipeline:
+    """The baseline to beat: logistic regression on the same features (one-hot categoricals).
+
+    Fitted on a label-stratified sample of at most `max_rows` training rows (None: all rows).
+    """
+    if max_rows is not None and len(train) > max_rows:
+        rows = baseline_sample(y_train, max_rows)
+        train, y_train = train.iloc[rows], np.asarray(y_train)[rows]
     numeric = [c for c in FEATURE_COLUMNS if c not in CATEGORICAL_FEATURES]
     prepare = ColumnTransformer(
         [
@@ -222,7 +264,7 @@ def train_model(attempts: pd.DataFrame, out_dir: Path, config: TrainConfig | Non
     test_raw = np.asarray(booster.predict(x[parts["test"]].to_numpy(dtype=np.float64)))
     test_p = calibrate(test_raw, cal_x, cal_y)
 
-    baseline = fit_logistic_baseline(x[parts["train"]], y[parts["train"]])
+    baseline = fit_logistic_baseline(x[parts["train"]], y[parts["train"]], config.baseline_max_rows)
     baseline_p = baseline.predict_proba(x[parts["test"]])[:, 1]
 
     y_test = y[parts["test"]]

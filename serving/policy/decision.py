@@ -17,7 +17,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from features.candidates import FEATURE_COLUMNS, build_retry_features, candidate_times, project_retries
+from features.candidates import (
+    FEATURE_COLUMNS,
+    candidate_times,
+    feature_frame,
+    project_retry_rows,
+    retry_feature_matrix,
+)
 from serving.policy import reasons
 from serving.policy.card import NO_HISTORY, CardHistory
 from serving.policy.context import DecisionContext, InvalidFieldError, resolve_context
@@ -32,7 +38,14 @@ from serving.policy.rules import (
     evaluate_rules,
     fresh_card_verdict,
 )
-from serving.policy.scoring import FloatArray, Scorer, attempts_frame, candidates_frame, last_decline_category
+from serving.policy.scoring import (
+    FloatArray,
+    Scorer,
+    attempts_frame,
+    contexts_frame,
+    last_decline_categories,
+    last_decline_category,
+)
 from serving.schemas import DecisionRequest
 from serving.settings import Settings
 
@@ -228,37 +241,86 @@ def _prepare(
 class _Scored:
     """The model's view of every pending request: next-retry features and P(success)[k, t]."""
 
-    features: pd.DataFrame  # k = 0 rows of all pending requests, concatenated
+    features: pd.DataFrame  # k = 0 rows of all pending requests, concatenated (a view of one float matrix)
     offsets: tuple[int, ...]  # where each pending request's rows start in `features`
     probabilities: tuple[FloatArray, ...]  # per pending request, shape (budget, n_times)
 
 
+# Stacked (retry k × slot) rows scored per model call: a 10,000-request batch holds ~7.5M of them
+# (1.4 GB as float64), so they are built and scored a slice of whole requests at a time.
+_SCORE_SLICE_ROWS = 1 << 18
+
+
 def _score(pending: Sequence[_Pending], scorer: Scorer, settings: Settings) -> _Scored:
-    """Features of all candidates in one library call, projected per retry index, scored in one call."""
-    attempts = pd.concat([p.attempts for p in pending], ignore_index=True)
-    candidates = pd.concat([candidates_frame(p.request, p.times, key=str(p.index)) for p in pending], ignore_index=True)
-    base = build_retry_features(attempts, candidates)
-    sizes = np.array([len(p.times) for p in pending])
-    budgets = np.array([p.budget for p in pending])
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    # Row r of the stacked matrix is candidate `rows[r]` scored as retry `k[r]` of its request.
-    rows = np.concatenate([o + np.tile(np.arange(n), b) for o, n, b in zip(offsets, sizes, budgets, strict=True)])
-    k = np.concatenate([np.repeat(np.arange(b), n) for n, b in zip(sizes, budgets, strict=True)])
-    owner = np.repeat(np.arange(len(pending)), sizes * budgets)
-    categories = np.array([last_decline_category(p.attempts) for p in pending], dtype=object)
-    stacked = project_retries(base.iloc[rows], k, settings.min_retry_spacing_hours, categories[owner])
-    slots = pd.DataFrame(
-        {
-            "request": np.array([p.index for p in pending])[owner],
-            "retry_index": k,
-            "candidate_at": candidates["candidate_at"].to_numpy()[rows],
+    """Features of all candidates in one library call, projected per retry index, scored in slices.
+
+    The feature library computes each request's context once and broadcasts it to its candidate
+    times (`retry_feature_matrix`); the k × slot matrix is one gather of that float matrix,
+    projected in place, built and scored at most `_SCORE_SLICE_ROWS` rows at a time.
+    """
+
+    # `_prepare` builds each request's frame with `attempts_frame(request, key=str(index))`, so the
+    # rows the features need come straight from the requests (concatenating 10,000 one-request
+    # frames takes seconds); should a frame ever differ in length from its request, the frames are used.
+    if any(len(p.attempts) != len(p.request.attempts) for p in pending):
+        attempts = pd.concat([p.attempts for p in pending], ignore_index=True)
+    else:
+        keyed = [(str(p.index), a) for p in pending for a in p.request.attempts]
+        texts = {
+            "invoice_id": [key for key, _ in keyed],
+            "decline_code": [a.decline_code for _, a in keyed],
+            "network_decline_code": [a.network_decline_code for _, a in keyed],
+            "merchant_advice_code": [a.merchant_advice_code for _, a in keyed],
         }
-    )
-    flat = np.asarray(scorer.score(slots, stacked), dtype=np.float64)
-    ends = np.cumsum(sizes * budgets)
+        arrays = {name: np.empty(len(keyed), dtype=object) for name in texts}
+        for name, values in texts.items():
+            arrays[name][:] = values
+        at = pd.to_datetime([a.attempted_at for _, a in keyed], utc=True)
+        attempts = pd.DataFrame({**arrays, "attempted_at": at}, copy=False)
+    sizes = np.array([len(p.times) for p in pending], dtype=np.int64)
+    budgets = np.array([p.budget for p in pending], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    at_ns = np.concatenate([p.times.as_unit("ns").asi8 for p in pending]).astype(np.int64, copy=False)
+    contexts = contexts_frame([p.request for p in pending], [str(p.index) for p in pending])
+    base = retry_feature_matrix(attempts, contexts, np.repeat(np.arange(len(pending)), sizes), at_ns)
+    n_attempts = np.array([len(p.attempts) for p in pending], dtype=np.int64)
+    if np.all(n_attempts > 0):
+        categories = last_decline_categories(attempts, np.cumsum(n_attempts) - 1)
+    else:
+        categories = np.array([last_decline_category(p.attempts) for p in pending], dtype=object)
+    requests = np.array([p.index for p in pending], dtype=np.int64)
+
+    stacked_sizes = sizes * budgets
+    flat = np.empty(int(stacked_sizes.sum()), dtype=np.float64)
+    start = 0
+    while start < len(pending):
+        # Whole requests per slice, at least one.
+        stop = start + 1
+        rows_in_slice = int(stacked_sizes[start])
+        while stop < len(pending) and rows_in_slice + stacked_sizes[stop] <= _SCORE_SLICE_ROWS:
+            rows_in_slice += int(stacked_sizes[stop])
+            stop += 1
+        part = range(start, stop)
+        # Row r of the stacked matrix is candidate `rows[r]` scored as retry `k[r]` of its request.
+        rows = np.concatenate([offsets[i] + np.tile(np.arange(sizes[i]), budgets[i]) for i in part])
+        k = np.concatenate([np.repeat(np.arange(budgets[i]), sizes[i]) for i in part])
+        owner = np.repeat(np.arange(start, stop), stacked_sizes[start:stop])
+        stacked = project_retry_rows(base, rows, k, settings.min_retry_spacing_hours, categories[owner])
+        slots = pd.DataFrame(
+            {
+                "request": requests[owner],
+                "retry_index": k,
+                "candidate_at": pd.DatetimeIndex(at_ns[rows].view("datetime64[ns]"), tz="UTC"),
+            }
+        )
+        first = int(stacked_sizes[:start].sum())
+        flat[first : first + len(rows)] = np.asarray(scorer.score(slots, feature_frame(stacked)), dtype=np.float64)
+        del stacked, slots, rows, k, owner
+        start = stop
+    ends = np.cumsum(stacked_sizes)
     parts = np.split(flat, ends[:-1])
     probabilities = tuple(part.reshape(b, n) for part, n, b in zip(parts, sizes, budgets, strict=True))
-    return _Scored(base, tuple(int(o) for o in offsets), probabilities)
+    return _Scored(feature_frame(base), tuple(int(o) for o in offsets), probabilities)
 
 
 def _plan(pending: _Pending, probs: FloatArray, settings: Settings) -> Plan:
@@ -289,6 +351,15 @@ def _waves(requests: Sequence[DecisionRequest]) -> list[list[int]]:
             waves.append([])
         waves[wave].append(i)
     return waves
+
+
+def _positions_by_card(requests: Sequence[DecisionRequest]) -> dict[str, list[int]]:
+    """Positions of the requests on each card that appears more than once in the batch."""
+    positions: dict[str, list[int]] = {}
+    for i, request in enumerate(requests):
+        if request.card.fingerprint is not None:
+            positions.setdefault(request.card.fingerprint, []).append(i)
+    return {card: found for card, found in positions.items() if len(found) > 1}
 
 
 def _with_planned(card: CardHistory, invoice_id: str, decision: Decision) -> CardHistory:
@@ -325,6 +396,7 @@ def decide_batch(
     """
     histories = list(cards) if cards is not None else [NO_HISTORY] * len(requests)
     out: list[Decision | None] = [None] * len(requests)
+    later_on_card = _positions_by_card(requests)
     for wave in _waves(requests):
         decided = _decide_wave(
             [requests[i] for i in wave],
@@ -340,9 +412,8 @@ def decide_batch(
         for i, decision in zip(wave, decided, strict=True):
             out[i] = decision
             key = requests[i].card.fingerprint
-            for j in range(i + 1, len(requests)):
-                same_card = key is not None and requests[j].card.fingerprint == key
-                if same_card and requests[j].invoice_id != requests[i].invoice_id:
+            for j in later_on_card.get(key, []) if key is not None else []:
+                if j > i and requests[j].invoice_id != requests[i].invoice_id:
                     histories[j] = _with_planned(histories[j], requests[i].invoice_id, decision)
     return [d for d in out if d is not None]
 

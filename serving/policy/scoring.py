@@ -5,6 +5,7 @@ Features come only from `features.candidates`; this module only shapes requests 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,7 +54,10 @@ class BundleScorer:
         return self.bundle.model_version
 
     def score(self, slots: pd.DataFrame, features: pd.DataFrame) -> FloatArray:
-        """Calibrated probabilities of the feature rows (the slots themselves are not needed)."""
+        """Calibrated probabilities of the feature rows (the slots themselves are not needed).
+
+        A frame in `FEATURE_COLUMNS` order (as the policy builds it) goes to the model without a copy.
+        """
         return self.bundle.predict(features)
 
     def contributions(self, features: pd.DataFrame) -> FloatArray:
@@ -92,26 +96,57 @@ def attempts_frame(request: DecisionRequest, key: str | None = None) -> pd.DataF
 
 def candidates_frame(request: DecisionRequest, times: pd.DatetimeIndex, key: str | None = None) -> pd.DataFrame:
     """One `CONTEXT_COLUMNS` row per candidate time: the invoice's context as known now."""
-    n = len(times)
-    card = request.card
-    created = pd.Timestamp(request.customer_created_at) if request.customer_created_at else pd.NaT
-    frame = pd.DataFrame(
-        {
-            "invoice_id": pd.Series([key or request.invoice_id] * n, dtype="string"),
-            "candidate_at": times,
-            "amount": np.full(n, request.amount, dtype=np.int64),
-            "currency": pd.Series([request.currency] * n, dtype="string"),
-            "card_brand": pd.Series([card.brand] * n, dtype="string"),
-            "card_funding": pd.Series([card.funding] * n, dtype="string"),
-            "card_country": pd.Series([card.country] * n, dtype="string"),
-            "card_exp_month": pd.Series([card.exp_month] * n, dtype="Int64"),
-            "card_exp_year": pd.Series([card.exp_year] * n, dtype="Int64"),
-            "customer_timezone": pd.Series([request.customer_timezone] * n, dtype="string"),
-            "billing_interval": pd.Series([request.billing_interval] * n, dtype="string"),
-            "customer_created_at": pd.Series([created] * n, dtype="datetime64[us, UTC]"),
-        }
-    )
+    frame = contexts_frame([request], [key or request.invoice_id])
+    frame = frame.iloc[np.zeros(len(times), dtype=np.intp)].reset_index(drop=True)
+    frame.insert(1, "candidate_at", times)
     return frame.loc[:, list(CONTEXT_COLUMNS)]
+
+
+def contexts_frame(requests: Sequence[DecisionRequest], keys: Sequence[str]) -> pd.DataFrame:
+    """One row per request: its `CONTEXT_COLUMNS` except `candidate_at` (the context as known now).
+
+    `keys` are the invoice ids to use (a batch keys requests by position, so they never share a
+    history). Built column by column for the whole batch: the feature library broadcasts each row
+    to that request's candidate times.
+    """
+    cards = [r.card for r in requests]
+
+    def text(values: list[str | None]) -> npt.NDArray[np.object_]:
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+
+    def number(values: list[int | None]) -> FloatArray:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+    # Plain arrays (text as objects, None when missing): the feature library reads every column
+    # through the same conversions whatever its dtype, and a request's frame stays cheap to build.
+    return pd.DataFrame(
+        {
+            "invoice_id": text(list(keys)),
+            "amount": np.array([r.amount for r in requests], dtype=np.int64),
+            "currency": text([r.currency for r in requests]),
+            "card_brand": text([c.brand for c in cards]),
+            "card_funding": text([c.funding for c in cards]),
+            "card_country": text([c.country for c in cards]),
+            "card_exp_month": number([c.exp_month for c in cards]),
+            "card_exp_year": number([c.exp_year for c in cards]),
+            "customer_timezone": text([r.customer_timezone for r in requests]),
+            "billing_interval": text([r.billing_interval for r in requests]),
+            "customer_created_at": pd.Series(
+                [pd.Timestamp(r.customer_created_at) if r.customer_created_at else pd.NaT for r in requests],
+                dtype="datetime64[us, UTC]",
+            ),
+        },
+        copy=False,
+    )
+
+
+def last_decline_categories(attempts: pd.DataFrame, last_rows: np.ndarray) -> npt.NDArray[np.object_]:
+    """`last_decline_category` of many requests at once: the category of row `last_rows[i]` (None if none)."""
+    category = decline_category(attempts["decline_code"].iloc[last_rows])
+    values = np.asarray(category.to_numpy(dtype=object))
+    return np.array([None if pd.isna(v) else str(v) for v in values], dtype=object)
 
 
 def last_decline_category(attempts: pd.DataFrame) -> str | None:
