@@ -393,6 +393,14 @@ class OutcomeAck(BaseModel):
 
     attempt_id: str
     status: Literal["created", "duplicate"]
+    replan_invoice_ids: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Other open invoices on the same card whose planned retry should be decided again now: this attempt "
+            "succeeded (the funds are there: their retry comes sooner) or was the invoice's first failure (its "
+            "decline counts in the card's caps). Empty when the card is unknown."
+        ),
+    )
 
 
 class CardUpdateIn(_Lenient):

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response, status
+from sqlalchemy.orm import Session
 
 from serving.deps import SessionDep
 from serving.schemas import CardUpdateAck, CardUpdateIn, ErrorResponse, OutcomeAck, OutcomeIn
 from serving.store import CardUpdateRecord, OutcomeRecord, get_decision, record_card_update, record_outcome
+from serving.store.cards import is_first_attempt, planned_retries
 
 router = APIRouter(prefix="/v1", tags=["outcomes"])
 
@@ -50,7 +52,18 @@ def report_outcome(body: OutcomeIn, session: SessionDep, response: Response) -> 
     result = record_outcome(session, record)
     if result == "duplicate":
         response.status_code = status.HTTP_200_OK
-    return OutcomeAck(attempt_id=body.attempt_id, status=result)
+    return OutcomeAck(attempt_id=body.attempt_id, status=result, replan_invoice_ids=_to_replan(session, record))
+
+
+def _to_replan(session: Session, record: OutcomeRecord) -> list[str]:
+    """The card's other invoices with a pending retry, when this outcome changes what they should do."""
+    if record.card_fingerprint is None:
+        return []
+    changes_siblings = record.succeeded or is_first_attempt(session, record.invoice_id, record.attempted_at)
+    if not changes_siblings:
+        return []
+    pending = planned_retries(session, [record.card_fingerprint], record.attempted_at)
+    return sorted({p.invoice_id for p in pending if p.invoice_id != record.invoice_id})
 
 
 @router.post("/card-updates", status_code=status.HTTP_201_CREATED, response_model=CardUpdateAck, responses=RESPONSES)

@@ -90,3 +90,14 @@ def planned_retries(session: Session, fingerprints: Sequence[str], after: dateti
         .order_by(decisions.c.retry_at, decisions.c.invoice_id)
     ).all()
     return [PlannedRetryRow(str(fp), str(inv), at) for fp, inv, at in rows]
+
+
+def is_first_attempt(session: Session, invoice_id: str, attempted_at: datetime) -> bool:
+    """Whether no attempt of the invoice is stored before `attempted_at` (its first, scheduled charge)."""
+    outcomes = OUTCOMES
+    earlier = session.execute(
+        select(outcomes.c.attempt_id)
+        .where(outcomes.c.invoice_id == invoice_id, outcomes.c.attempted_at < attempted_at)
+        .limit(1)
+    ).first()
+    return earlier is None

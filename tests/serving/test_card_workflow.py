@@ -302,3 +302,25 @@ def test_api_retries_soon_after_another_invoice_on_the_card_is_paid(
     assert data["action"] == "retry"
     assert pd.Timestamp(data["retry_at"]) <= now + pd.Timedelta(hours=Settings().card_success_retry_hours)
     assert data["recovery_probability"] > 0 and data["next_step"] in ("none", "notify_customer")
+
+
+def test_outcome_ack_names_the_cards_invoices_to_decide_again(client: TestClient, request_body: dict[str, Any]) -> None:
+    fingerprint = "fp_api_replan_test"
+    body = copy.deepcopy(request_body)
+    body.update(invoice_id="in_replan_a")
+    body["card"]["fingerprint"] = fingerprint
+    planned = client.post("/v1/retry-decisions", json=body).json()
+    assert planned["action"] == "retry"
+    now = pd.Timestamp(body["now"]).to_pydatetime()
+    first_failure = client.post(
+        "/v1/outcomes", json=_outcome("replan_b_1", "in_replan_b", now + 0.5 * H, fingerprint)
+    ).json()
+    assert first_failure["replan_invoice_ids"] == ["in_replan_a"]
+    second_failure = client.post(
+        "/v1/outcomes", json=_outcome("replan_b_2", "in_replan_b", now + 1.5 * H, fingerprint)
+    ).json()
+    assert second_failure["replan_invoice_ids"] == []
+    paid = client.post(
+        "/v1/outcomes", json=_outcome("replan_b_3", "in_replan_b", now + 2.5 * H, fingerprint, ok=True)
+    ).json()
+    assert paid["replan_invoice_ids"] == ["in_replan_a"]
