@@ -43,6 +43,7 @@ from serving.policy.scoring import (
     Scorer,
     attempts_frame,
     contexts_frame,
+    history_frame,
     last_decline_categories,
     last_decline_category,
 )
@@ -259,24 +260,7 @@ def _score(pending: Sequence[_Pending], scorer: Scorer, settings: Settings) -> _
     projected in place, built and scored at most `_SCORE_SLICE_ROWS` rows at a time.
     """
 
-    # `_prepare` builds each request's frame with `attempts_frame(request, key=str(index))`, so the
-    # rows the features need come straight from the requests (concatenating 10,000 one-request
-    # frames takes seconds); should a frame ever differ in length from its request, the frames are used.
-    if any(len(p.attempts) != len(p.request.attempts) for p in pending):
-        attempts = pd.concat([p.attempts for p in pending], ignore_index=True)
-    else:
-        keyed = [(str(p.index), a) for p in pending for a in p.request.attempts]
-        texts = {
-            "invoice_id": [key for key, _ in keyed],
-            "decline_code": [a.decline_code for _, a in keyed],
-            "network_decline_code": [a.network_decline_code for _, a in keyed],
-            "merchant_advice_code": [a.merchant_advice_code for _, a in keyed],
-        }
-        arrays = {name: np.empty(len(keyed), dtype=object) for name in texts}
-        for name, values in texts.items():
-            arrays[name][:] = values
-        at = pd.to_datetime([a.attempted_at for _, a in keyed], utc=True)
-        attempts = pd.DataFrame({**arrays, "attempted_at": at}, copy=False)
+    attempts = history_frame([p.request for p in pending], [str(p.index) for p in pending])
     sizes = np.array([len(p.times) for p in pending], dtype=np.int64)
     budgets = np.array([p.budget for p in pending], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
