@@ -28,35 +28,41 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(args: list[str], cwd: Path, env: dict[str, str], ready_seconds: float = 60) -> Iterator[str]:
-    """`retryopt serve ARGS` until the block ends; yields its base URL once /readyz answers 200."""
+def running_server(
+    args: list[str], cwd: Path, env: dict[str, str], ready_seconds: float = 60, log_path: Path | None = None
+) -> Iterator[str]:
+    """`retryopt serve ARGS` until the block ends; yields its base URL once /readyz answers 200.
+
+    The server's output goes to `log_path` (default: a file in `cwd`), not to a pipe: a pipe nobody
+    reads fills up under a busy access log and blocks the server.
+    """
     port = free_port()
-    proc = subprocess.Popen(
-        [retryopt_executable(), "serve", *args, "--port", str(port)],
-        cwd=cwd,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_seconds
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                output = proc.stdout.read() if proc.stdout else ""
-                raise RuntimeError(f"server did not become ready: {output[-2000:]}")
-            time.sleep(0.3)
-        yield base
-    finally:
-        proc.terminate()
+    log_file = log_path or cwd / f"retryopt-serve-{port}.log"
+    with log_file.open("w") as log:
+        proc = subprocess.Popen(
+            [retryopt_executable(), "serve", *args, "--port", str(port)],
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            deadline = time.monotonic() + ready_seconds
+            while True:
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not become ready: {log_file.read_text()[-2000:]}")
+                time.sleep(0.3)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -12,13 +12,11 @@ the values sent, and resending everything must be answered 2xx without writing a
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +28,7 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from serving.settings import DEFAULT_MODEL_DIR
-from tests.processes import free_port, retryopt_executable
+from tests.processes import running_server
 
 pytestmark = pytest.mark.postgres
 
@@ -75,40 +73,6 @@ def own_database() -> Iterator[Database]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-@contextmanager
-def serving(database_url: str, log_path: Path, ready_seconds: float = 60) -> Iterator[str]:
-    """`retryopt serve` on the database, its log in a file (a pipe nobody reads would fill and block it)."""
-    port = free_port()
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [retryopt_executable(), "serve", "--model", str(DEFAULT_MODEL_DIR), "--port", str(port)],
-            cwd=log_path.parent,
-            env={**os.environ, "RETRYOPT_DATABASE_URL": database_url},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + ready_seconds
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not become ready: {log_path.read_text()[-2000:]}")
-                time.sleep(0.3)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def outcome_body(client: int, index: int) -> dict[str, Any]:
@@ -279,7 +243,9 @@ def test_outcomes_survive_cut_connections(own_database: Database, tmp_path: Path
     log_path = tmp_path / "server.log"
     started = time.monotonic()
 
-    with serving(own_database.url, log_path) as base:
+    args = ["--model", str(DEFAULT_MODEL_DIR)]
+    env = {"RETRYOPT_DATABASE_URL": own_database.url}
+    with running_server(args, tmp_path, env, log_path=log_path) as base:
         stop = threading.Event()
         faults = threading.Thread(target=cut_connections, args=(own_database, tally, stop, len(sent)), daemon=True)
         clients = [
