@@ -333,3 +333,16 @@ def run_child(script: str, args: list[str], env: dict[str, str] | None = None) -
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     return json.loads(lines[-1])
+
+
+def timing_wrapper(totals: dict[str, float], name: str, function: Any) -> Any:
+    """`function`, adding the wall time of every call to `totals[name]` (to time stages inside a run)."""
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+
+    return timed

@@ -52,6 +52,7 @@ from _common import (  # noqa: E402
     p99,
     serve,
     table,
+    timing_wrapper,
     verdict,
 )
 
@@ -113,14 +114,7 @@ class Stages:
         self.runs: dict[str, list[float]] = defaultdict(list)
 
     def wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self.current[name] += time.perf_counter() - start
-
-        return timed
+        return timing_wrapper(self.current, name, function)
 
     def add(self, name: str, seconds: float) -> None:
         self.current[name] += seconds

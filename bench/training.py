@@ -36,7 +36,7 @@ import numpy as np
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != _HERE), str(_HERE)]
 
-from _common import header, load, p50, peak_rss_mb, run_child, table, verdict  # noqa: E402
+from _common import header, load, p50, peak_rss_mb, run_child, table, timing_wrapper, verdict  # noqa: E402
 
 ATTEMPTS_PER_INVOICE = 3.85
 SEED = 7
@@ -103,16 +103,6 @@ def child_pipeline(data: Path, threads: int | None) -> dict[str, Any]:
 
     steps: dict[str, float] = {}
 
-    def timed(name: str, function: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                steps[name] = steps.get(name, 0.0) + time.perf_counter() - start
-
-        return wrapper
-
     for name, attr in [
         ("retry table + features (build_training_table)", "build_training_table"),
         ("time split", "time_split"),
@@ -124,7 +114,7 @@ def child_pipeline(data: Path, threads: int | None) -> dict[str, Any]:
         ("data summary", "data_summary"),
         ("bundle (save_bundle)", "save_bundle"),
     ]:
-        setattr(train_module, attr, timed(name, getattr(train_module, attr)))
+        setattr(train_module, attr, timing_wrapper(steps, name, getattr(train_module, attr)))
     base = TrainConfig()
     params = dict(base.params) if threads is None else {**base.params, "num_threads": threads}
     config = TrainConfig(params=params)
@@ -199,19 +189,9 @@ def child_features(data: Path, repeats: int) -> dict[str, Any]:
 
     stages: dict[str, float] = {}
 
-    def timed(name: str, function: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                stages[name] = stages.get(name, 0.0) + time.perf_counter() - start
-
-        return wrapper
-
     for name, module_name, attr in FEATURE_STAGES:
         module = importlib.import_module(module_name)
-        setattr(module, attr, timed(name, getattr(module, attr)))
+        setattr(module, attr, timing_wrapper(stages, name, getattr(module, attr)))
     from training.train import build_training_table
 
     attempts, _ = load_attempts(data)
