@@ -8,7 +8,7 @@ loads it with `load_bundle`, which refuses anything it does not understand with 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.candidates import CATEGORICAL_FEATURES, FEATURE_COLUMNS, feature_spec_version
+from features.compiled import CompiledSlot
 
 BUNDLE_FORMAT = "retryopt-bundle/1"
 MANIFEST = "manifest.json"
@@ -37,14 +38,30 @@ class Bundle:
     booster: lgb.Booster
     calibration_x: np.ndarray
     calibration_y: np.ndarray
+    # The model compiled to native code (features.compiled), once a Compiler has filled it; until
+    # then, or without one, LightGBM predicts. It belongs to this bundle's model only.
+    compiled: CompiledSlot = field(default_factory=CompiledSlot, compare=False, repr=False)
 
     @property
     def model_version(self) -> str:
         """The version string reported with every decision."""
         return str(self.manifest["model_version"])
 
+    @property
+    def model_file(self) -> Path:
+        """The LightGBM model text inside the bundle."""
+        return self.path / MODEL_FILE
+
     def raw_probability(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Uncalibrated booster probability of each row."""
+        """Uncalibrated booster probability of each row: the compiled model when it is ready, else LightGBM."""
+        matrix = feature_matrix(features)
+        compiled = self.compiled.predictor  # read once: set by the compile job, never unset
+        if compiled is not None:
+            return compiled.raw_probability(matrix)
+        return self.lightgbm_probability(matrix)
+
+    def lightgbm_probability(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Uncalibrated probability from LightGBM itself (`Booster.predict`, one thread)."""
         return np.asarray(self.booster.predict(feature_matrix(features), num_threads=1), dtype=np.float64)
 
     def predict(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:

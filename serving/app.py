@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
             finally:
                 await stop_poller(poller)
+                holder.close()
                 app.state.models = None
                 engine.dispose()
         finally:

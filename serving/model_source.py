@@ -26,6 +26,7 @@ from typing import Literal
 from prometheus_client import Counter
 
 from features.bundle import MANIFEST, BundleError, load_bundle
+from features.compiled import Compiler, default_cache_dir
 from serving.policy.fallback import fallback_scorer
 from serving.policy.scoring import BundleScorer, Scorer
 from serving.settings import Settings
@@ -142,6 +143,13 @@ class ServedModel:
         """True in fallback mode."""
         return self.fallback_reason is not None
 
+    @property
+    def compiled_inference(self) -> str:
+        """State of the model's compiled predictor: off, compiling, ready, failed or unavailable."""
+        if isinstance(self.scorer, BundleScorer):
+            return self.scorer.bundle.compiled.state
+        return "off"
+
 
 def load_served_model(source: str | Path, settings: Settings, workdir: Path, version: str | None = None) -> ServedModel:
     """Blocking: fetch (a URI: pinned to `version`, into `workdir`) and load the bundle.
@@ -158,6 +166,14 @@ def load_served_model(source: str | Path, settings: Settings, workdir: Path, ver
         shutil.rmtree(target, ignore_errors=True)
         raise
     return ServedModel(BundleScorer(bundle), settings, str(source), version, directory=target)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two model files hold the same bytes (False when either cannot be read)."""
+    try:
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
 
 
 def fallback_model(source: str | Path, settings: Settings, reason: str) -> ServedModel:
@@ -204,6 +220,7 @@ class ModelHolder:
         workdir: Path,
         reloads: Counter,
         rejected: str | None = None,
+        compiler: Compiler | None = None,
     ) -> None:
         self.current = current
         self.source = source
@@ -212,6 +229,31 @@ class ModelHolder:
         self._reloads = reloads
         self._rejected = rejected  # the registry version last refused, not retried by the poller
         self._lock = asyncio.Lock()  # one load at a time: the poller and /admin/reload never race
+        self._compiler = compiler
+        self.accelerate(current)
+
+    def accelerate(self, served: ServedModel) -> None:
+        """Start compiling a served bundle's model in the background (with a compiler; never for fallback).
+
+        The compiled predictor goes into that bundle's own slot, so it only ever serves that model.
+        """
+        if self._compiler is not None and isinstance(served.scorer, BundleScorer):
+            bundle = served.scorer.bundle
+            self._compiler.start(bundle.compiled, bundle.model_file, bundle.booster)
+
+    def retire(self, old: ServedModel, new: ServedModel) -> None:
+        """Stop the replaced model's compile, unless the new model is the same file (then it finishes it)."""
+        if self._compiler is None or not isinstance(old.scorer, BundleScorer):
+            return
+        old_bundle = old.scorer.bundle
+        if isinstance(new.scorer, BundleScorer) and same_file(old_bundle.model_file, new.scorer.bundle.model_file):
+            return
+        self._compiler.cancel(old_bundle.compiled)
+
+    def close(self) -> None:
+        """Stop background compiles (shutdown)."""
+        if self._compiler is not None:
+            self._compiler.close()
 
     async def reload(self, *, force: bool = True) -> Reload:
         """Load the source's current version off the event loop and swap it in; a failure keeps the old model.
@@ -237,7 +279,9 @@ class ModelHolder:
             except Exception as exc:  # a bug in a reload must not stop the poller or the service
                 log.exception("model reload from %s failed unexpectedly", self.source)
                 return self._failed(served, "unavailable", f"{type(exc).__name__}: {_first_line(exc)}")
+            self.accelerate(fresh)  # its own compile; LightGBM predicts for it until that is ready
             self.current = fresh  # the swap: requests from now on decide with the new model
+            self.retire(served, fresh)
             self._rejected = None
             await asyncio.to_thread(discard, served)
             changed = served.degraded or (fresh.model_version, fresh.source_version) != (
@@ -279,7 +323,8 @@ async def open_model(settings: Settings, workdir: Path, reloads: Counter) -> Mod
         served = fallback_model(source, settings, f"no model served: {exc}")
         rejected = version if isinstance(exc, BundleError | NoBundleError) else None
     log.info("serving model %s from %s (registry version %s)", served.model_version, source, served.source_version)
-    return ModelHolder(served, source, settings, workdir, reloads, rejected)
+    compiler = Compiler(settings.compiled_cache_dir or default_cache_dir()) if settings.compiled_inference else None
+    return ModelHolder(served, source, settings, workdir, reloads, rejected, compiler)
 
 
 async def follow(holder: ModelHolder, every_seconds: float) -> None:

@@ -23,11 +23,16 @@ def healthz() -> dict[str, str]:
 
 
 def model_status(served: ServedModel) -> dict[str, Any]:
-    """What /readyz says of the model: ready, or degraded (fallback mode) with the reason."""
+    """What /readyz says of the model: ready, or degraded (fallback mode) with the reason.
+
+    `compiled_inference`: whether the model's probabilities come from its compiled code (`ready`)
+    or from LightGBM (`off`, `compiling`, `failed`, `unavailable`: lleaves not installed).
+    """
     where = {
         "model_version": served.model_version,
         "model_source": served.source,
         "source_version": served.source_version,
+        "compiled_inference": served.compiled_inference,
     }
     if served.degraded:
         return {"status": "degraded", "reason": served.fallback_reason, **where}

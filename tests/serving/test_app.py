@@ -30,6 +30,7 @@ def test_readyz_names_the_model(client: TestClient) -> None:
         "model_version": "test-0",
         "model_source": body["model_source"],
         "source_version": None,
+        "compiled_inference": "off",  # the suite runs with RETRYOPT_COMPILED_INFERENCE=false (tests/conftest.py)
     }
 
 

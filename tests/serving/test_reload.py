@@ -207,6 +207,7 @@ def test_admin_reload_refuses_a_corrupt_version_and_keeps_the_old_model(
             "model_version": "tiny-v1",
             "model_source": f"models:/{BROKEN}@champion",
             "source_version": "1",
+            "compiled_inference": "off",
         }
 
         registry.delete_registered_model_alias(BROKEN, "champion")  # the registry cannot answer
