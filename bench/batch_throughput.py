@@ -38,7 +38,6 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != _HERE), str(_HERE)]
 
 from _common import (  # noqa: E402
-    REPO,
     RssSampler,
     header,
     load,
@@ -46,6 +45,7 @@ from _common import (  # noqa: E402
     peak_rss_mb,
     run_child,
     serve,
+    served_bundle,
     simulated_requests,
     table,
     verdict,
@@ -74,7 +74,7 @@ def chunks(items: list[Any], size: int) -> list[list[Any]]:
 # ----------------------------------------------------------------------------------------------
 # The measuring child: per chunk, in process + raw + HTTP, side by side
 # ----------------------------------------------------------------------------------------------
-def child(path: Path, chunk: int, http: bool) -> dict[str, Any]:
+def child(path: Path, chunk: int, http: bool, compiled: bool = True) -> dict[str, Any]:
     """Per chunk: decide_batch in process, raw predict of its rows, the route's store/response work, and the
     same chunk over HTTP (order alternating chunk by chunk, so load drifts hit every path alike).
 
@@ -86,7 +86,6 @@ def child(path: Path, chunk: int, http: bool) -> dict[str, Any]:
     import httpx
     from decision_latency import TOP_LEVEL, Stages, TimedScorer, instrumented
 
-    from features.bundle import load_bundle
     from serving.api.decisions import card_updated_at, decision_record, new_decision_id, to_response
     from serving.policy.decision import decide_batch
     from serving.policy.scoring import BundleScorer
@@ -119,7 +118,7 @@ def child(path: Path, chunk: int, http: bool) -> dict[str, Any]:
             return out
 
     bodies = [json.dumps({"requests": part}).encode() for part in chunks(json.loads(path.read_text()), chunk)]
-    bundle = load_bundle(REPO / "models" / "default")
+    bundle = served_bundle(compiled)  # as served: the compiled model (waited for here), or --lightgbm
     settings = Settings()
     clock = datetime.now(UTC)
     out: list[dict[str, Any]] = []
@@ -209,6 +208,7 @@ def child(path: Path, chunk: int, http: bool) -> dict[str, Any]:
         "server_rss_peak_mb": peak_server / 2**20,
         "errors": errors,
         "model": f"{bundle.model_version} ({bundle.booster.num_trees()} trees)",
+        "compiled": bundle.compiled.state,
         "load": load(),
     }
 
@@ -223,6 +223,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2027)
     parser.add_argument("--quick", action="store_true", help="2,000 invoices in chunks of 500")
     parser.add_argument("--no-http", action="store_true", help="in process only")
+    parser.add_argument("--lightgbm", action="store_true", help="decide with LightGBM only (no compiled model)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "retryopt-bench")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--make-requests", type=Path, help=argparse.SUPPRESS)
@@ -232,7 +233,7 @@ def main() -> None:
         print(json.dumps({"requests": args.invoices}))
         return
     if args.child is not None:
-        print(json.dumps(child(args.child, args.chunk, http=not args.no_http)))
+        print(json.dumps(child(args.child, args.chunk, http=not args.no_http, compiled=not args.lightgbm)))
         return
     n, chunk = (2_000, 500) if args.quick else (args.invoices, args.chunk)
 
@@ -257,7 +258,15 @@ def main() -> None:
     )
 
     measured = run_child(
-        __file__, ["--child", str(path), "--chunk", str(chunk), *(["--no-http"] if args.no_http else [])]
+        __file__,
+        [
+            "--child",
+            str(path),
+            "--chunk",
+            str(chunk),
+            *(["--no-http"] if args.no_http else []),
+            *(["--lightgbm"] if args.lightgbm else []),
+        ],
     )
     parts = measured["chunks"]
     http = not args.no_http
@@ -271,7 +280,12 @@ def main() -> None:
     print(
         f"\n{len(parts)} chunks, one child process (load after: {measured['load']}): {decisions:,} decisions "
         f"{measured['actions']}, {rows:,} candidate rows scored ({rows / decisions:.0f} per decision); "
-        f"model {measured['model']}"
+        f"model {measured['model']}, compiled inference in process: {measured['compiled']}"
+    )
+    t_model = measured["stages"].get("predict: model (compiled or booster.predict)", 0.0)
+    print(
+        f"    the decision's own predict (compiled when ready) {t_model:.2f} s vs raw booster.predict {t_raw:.2f} s "
+        f"of the same rows: {t_raw / t_model:.2f}x faster"
     )
 
     def line(name: str, seconds: float, per_chunk: list[float], with_decisions: bool = True) -> list[str]:

@@ -51,6 +51,7 @@ from _common import (  # noqa: E402
     p50,
     p99,
     serve,
+    served_bundle,
     table,
     timing_wrapper,
     verdict,
@@ -172,13 +173,13 @@ class TimedScorer:
         t0 = time.perf_counter()
         matrix = feature_matrix(features)
         t1 = time.perf_counter()
-        raw = np.asarray(self.bundle.booster.predict(matrix, num_threads=1), dtype=np.float64)
+        raw = self.bundle.raw_probability(matrix)  # the compiled model when the bundle has it, else LightGBM
         t2 = time.perf_counter()
         out = calibrate(raw, self.bundle.calibration_x, self.bundle.calibration_y)
         t3 = time.perf_counter()
         self.last_matrix = matrix
         self.stages.add("predict: frame -> float matrix", t1 - t0)
-        self.stages.add("predict: booster.predict", t2 - t1)
+        self.stages.add("predict: model (compiled or booster.predict)", t2 - t1)
         self.stages.add("predict: isotonic calibration", t3 - t2)
         return out
 
@@ -200,7 +201,7 @@ TOP_LEVEL = (
     "features: last_decline_category",
     "projection: project_retry_rows",
     "predict: frame -> float matrix",
-    "predict: booster.predict",
+    "predict: model (compiled or booster.predict)",
     "predict: isotonic calibration",
     "contributions: pred_contrib (chosen slot of each retry)",
     "planner: plan_retries",
@@ -305,10 +306,12 @@ def route_extras(request: DecisionRequest, scorer: BundleScorer, settings: Setti
 # ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
-def in_process(runs: int) -> dict[str, Any]:
-    """Part (a): alternate decide and raw predict; the breakdown; the route's extras."""
-    bundle = load_bundle(REPO / "models" / "default")
+def in_process(runs: int, compiled: bool) -> dict[str, Any]:
+    """Part (a): alternate decide, raw predict, compiled predict and decide on LightGBM; the breakdown; the route's extras."""
+    bundle = served_bundle(compiled)
     scorer = BundleScorer(bundle)
+    plain = BundleScorer(load_bundle(REPO / "models" / "default"))  # LightGBM only: the decision before compiling
+    fast = bundle.compiled.predictor
     settings = Settings()
     clock = datetime.now(UTC)
     body = json.dumps(EXAMPLE_REQUEST).encode()
@@ -326,16 +329,23 @@ def in_process(runs: int) -> dict[str, Any]:
         matrix = scored
     booster = bundle.booster
 
-    decide_s, raw_s = [], []
+    decide_s, raw_s, fast_s, plain_s = [], [], [], []
     for i in range(runs + 20):
         t0 = time.perf_counter()
         decide(request, scorer, settings, clock)
         t1 = time.perf_counter()
         booster.predict(matrix, num_threads=1)
         t2 = time.perf_counter()
+        if fast is not None:
+            fast.raw_probability(matrix)
+        t3 = time.perf_counter()
+        decide(request, plain, settings, clock)
+        t4 = time.perf_counter()
         if i >= 20:
             decide_s.append(t1 - t0)
             raw_s.append(t2 - t1)
+            fast_s.append(t3 - t2)
+            plain_s.append(t4 - t3)
     load_after_a = load()
     parts = breakdown(body, scorer, settings, clock, runs)
     extras = route_extras(request, scorer, settings, max(100, runs // 2))
@@ -351,6 +361,11 @@ def in_process(runs: int) -> dict[str, Any]:
         "decide_p99": p99(decide_s) * MS,
         "raw_p50": p50(raw_s) * MS,
         "raw_p99": p99(raw_s) * MS,
+        "compiled": fast is not None,
+        "fast_p50": p50(fast_s) * MS,
+        "fast_p99": p99(fast_s) * MS,
+        "plain_p50": p50(plain_s) * MS,
+        "plain_p99": p99(plain_s) * MS,
         "load": load_after_a,
         "breakdown": parts,
         "extras": extras,
@@ -397,6 +412,7 @@ def main() -> None:
     parser.add_argument("--http-requests", type=int, default=500, help="HTTP (POST, GET) pairs")
     parser.add_argument("--quick", action="store_true", help="200 runs, 200 HTTP pairs")
     parser.add_argument("--no-http", action="store_true", help="skip part (b)")
+    parser.add_argument("--lightgbm", action="store_true", help="decide with LightGBM only (no compiled model)")
     args = parser.parse_args()
     runs = 200 if args.quick else max(args.runs, 200)
     pairs = 200 if args.quick else args.http_requests
@@ -404,13 +420,14 @@ def main() -> None:
     header(
         "decision_latency: one decision vs the raw LightGBM predict of its own candidate rows",
         [
-            "(a) decide(contract example, 14-day window, 4 retries) vs booster.predict(same k x slots matrix, "
-            "num_threads=1), alternating, in process",
+            "(a) decide(contract example, 14-day window, 4 retries; the compiled model, as served) vs "
+            "booster.predict(same k x slots matrix, num_threads=1), alternating, in process; also the compiled "
+            "predict of that matrix and decide with LightGBM only",
             "(b) POST /v1/retry-decisions vs GET /healthz over HTTP (retryopt serve, keep-alive httpx.Client)",
             f"runs: {runs} in-process of each side, {pairs} HTTP pairs; figures in ms",
         ],
     )
-    a = in_process(runs)
+    a = in_process(runs, compiled=not args.lightgbm)
     ratio50 = a["decide_p50"] / a["raw_p50"]
     ratio99 = a["decide_p99"] / a["raw_p99"]
     print(
@@ -418,14 +435,20 @@ def main() -> None:
         f"{a['trees']} trees (model {a['model']}); decision: {a['action']} at {a['retry_at']}"
     )
     print(f"    library-built matrix identical to the one decide scores: {a['same_matrix']}; load after: {a['load']}")
-    table(
-        [
-            ["decide (BundleScorer)", f"{a['decide_p50']:.2f}", f"{a['decide_p99']:.2f}"],
-            ["raw booster.predict", f"{a['raw_p50']:.2f}", f"{a['raw_p99']:.2f}"],
-            ["ratio decide / raw", f"{ratio50:.2f}x", f"{ratio99:.2f}x"],
-        ],
-        ["", "p50 ms", "p99 ms"],
-    )
+    how = "compiled model" if a["compiled"] else "LightGBM only"
+    rows_a = [
+        [f"decide (BundleScorer, {how})", f"{a['decide_p50']:.2f}", f"{a['decide_p99']:.2f}"],
+        ["raw booster.predict", f"{a['raw_p50']:.2f}", f"{a['raw_p99']:.2f}"],
+        ["ratio decide / raw", f"{ratio50:.2f}x", f"{ratio99:.2f}x"],
+        ["decide (BundleScorer, LightGBM only)", f"{a['plain_p50']:.2f}", f"{a['plain_p99']:.2f}"],
+        ["ratio decide (LightGBM only) / raw", f"{a['plain_p50'] / a['raw_p50']:.2f}x", ""],
+    ]
+    if a["compiled"]:
+        rows_a += [
+            ["compiled predict (same matrix)", f"{a['fast_p50']:.2f}", f"{a['fast_p99']:.2f}"],
+            ["ratio raw booster.predict / compiled", f"{a['raw_p50'] / a['fast_p50']:.2f}x", ""],
+        ]
+    table(rows_a, ["", "p50 ms", "p99 ms"])
     print(f"    target p50 ratio <= 1.5x: {verdict(ratio50 <= 1.5)} ({ratio50:.2f}x)")
 
     parts = a["breakdown"]
