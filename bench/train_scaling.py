@@ -48,7 +48,7 @@ def prepare(attempts: int, work: Path) -> dict[str, Any]:
     import numpy as np
 
     from training.data import write_attempts
-    from training.distributed import write_invoice_partitions
+    from training.distributed import write_customer_partitions
     from training.simulate import simulate
 
     single, parts, hashed = work / "attempts.parquet", work / "daily", work / "hashed"
@@ -61,7 +61,7 @@ def prepare(attempts: int, work: Path) -> dict[str, Any]:
     for index, rows in enumerate(np.array_split(np.arange(len(ordered)), files)):
         write_attempts(ordered.iloc[rows], parts / f"day-{index:04d}.parquet")
     # The same attempts as files hashed by invoice: the layout that lets Dask skip the shuffle.
-    write_invoice_partitions(frame, hashed, files)
+    write_customer_partitions(frame, hashed, files)
     facts = {"attempts": len(frame), "invoices": int(frame["invoice_id"].nunique()), "files": files}
     (work / "prepared.json").write_text(json.dumps(facts))
     return facts

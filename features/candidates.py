@@ -18,6 +18,13 @@ import numpy.typing as npt
 import pandas as pd
 
 from features import geo, money
+from features.customer import (
+    CUSTOMER_CONTEXT_COLUMNS,
+    CUSTOMER_FEATURES,
+    customer_history,
+    funds_phase_features,
+    invoice_events,
+)
 from features.history import HISTORY_COLUMNS, history_columns, invoice_groups
 from features.taxonomy import DECLINE_CATEGORIES, KNOWN_DECLINE_CODES, map_unique
 from features.timing import TIMING_FEATURES, calendar_features, local_wall_time
@@ -62,6 +69,7 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     *(c for c in HISTORY_COLUMNS if c not in VOCABULARIES),
     *TIMING_FEATURES,
     *CARD_FEATURES,
+    *CUSTOMER_FEATURES,
     *CATEGORICAL_FEATURES,
 )
 
@@ -80,6 +88,9 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
     "customer_timezone",
     "billing_interval",
     "customer_created_at",
+    # The customer's earlier invoices at this invoice's first failure (features.customer);
+    # absent columns mean unknown.
+    *CUSTOMER_CONTEXT_COLUMNS,
 )
 
 
@@ -137,6 +148,14 @@ def _context_values(contexts: pd.DataFrame) -> dict[str, np.ndarray]:
         "created_ns": created.as_unit("ns").asi8,
         "created_missing": np.asarray(created.isna()),
     }
+    for name in ("customer_funds_short_at", "customer_funds_back_at"):
+        values[name] = (
+            pd.DatetimeIndex(pd.to_datetime(_column(contexts, name), utc=True, errors="coerce")).as_unit("ns").asi8
+        )
+    for name in ("customer_prior_failed_invoices", "customer_prior_recoveries"):
+        values[name] = pd.to_numeric(_column(contexts, name), errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
     if len(contexts) > _MEMO_ROWS:
         # A training table: one vectorised library call per column beats any per-value bookkeeping.
         usd = money.amount_usd(contexts["amount"], _column(contexts, "currency").astype("string").str.lower())
@@ -246,6 +265,25 @@ def _card_columns(context: dict[str, np.ndarray], owner: np.ndarray, at_ns: np.n
     }
 
 
+def _customer_columns(
+    context: dict[str, np.ndarray], zone_codes: np.ndarray, zones: np.ndarray, owner: np.ndarray, local: np.ndarray
+) -> dict[str, np.ndarray]:
+    """`CUSTOMER_FEATURES` of candidate rows (local wall times `local`), row r taking context `owner[r]`."""
+
+    def local_of(name: str) -> np.ndarray:
+        ns = context[name]
+        known = ns != np.iinfo(np.int64).min
+        out = np.full(ns.size, np.datetime64("NaT"), dtype="datetime64[ns]")
+        if known.any():
+            out[known] = local_wall_time(ns[known], zone_codes[known], zones)
+        return out[owner]
+
+    out = funds_phase_features(local, local_of("customer_funds_short_at"), local_of("customer_funds_back_at"))
+    for name in ("customer_prior_failed_invoices", "customer_prior_recoveries"):
+        out[name] = context[name][owner]
+    return out
+
+
 def retry_feature_matrix(
     attempts: pd.DataFrame, contexts: pd.DataFrame, owner: np.ndarray, candidate_at: np.ndarray
 ) -> npt.NDArray[np.float64]:
@@ -264,8 +302,10 @@ def retry_feature_matrix(
     encoders = {name: _encoder(name) for name in VOCABULARIES if name in HISTORY_COLUMNS}
     history = history_columns(attempts, attempt_group, context_group[owner], at_ns, encoders)
     zone_codes, zones = pd.factorize(context["timezone"])
-    timing = calendar_features(local_wall_time(at_ns, zone_codes[owner], zones))
+    local = local_wall_time(at_ns, zone_codes[owner], zones)
+    timing = calendar_features(local)
     card = _card_columns(context, owner, at_ns)
+    card.update(_customer_columns(context, zone_codes, zones, owner, local))
     matrix = np.empty((len(at_ns), len(FEATURE_COLUMNS)), dtype=np.float64)
     for j, name in enumerate(FEATURE_COLUMNS):
         if name in history:
@@ -338,6 +378,11 @@ def retry_training_rows(attempts: pd.DataFrame) -> pd.DataFrame:
     first_failed = ~by_invoice["succeeded"].transform("first").astype(bool)
     keep = (number >= 2) & (successes_before == 0) & first_failed
     rows = ordered.loc[keep].rename(columns={"attempted_at": "candidate_at"})
+    if "customer_id" in ordered and not any(c in rows for c in CUSTOMER_CONTEXT_COLUMNS):
+        # Each retry sees the customer's other invoices as they stood at its invoice's first failure.
+        first_at = by_invoice["attempted_at"].transform("first").loc[keep]
+        queries = pd.DataFrame({"customer_id": rows["customer_id"], "at": first_at})
+        rows = pd.concat([rows, customer_history(invoice_events(ordered), queries)], axis=1)
     context = [c for c in CONTEXT_COLUMNS if c in rows]
     extra = [c for c in ("attempt_id", "succeeded") if c in rows]
     return rows[[*context, *extra]]

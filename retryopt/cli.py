@@ -51,9 +51,9 @@ def simulate(
         out.parent.mkdir(parents=True, exist_ok=True)
         write_attempts(result.attempts, out)
     else:
-        from training.distributed import write_invoice_partitions
+        from training.distributed import write_customer_partitions
 
-        write_invoice_partitions(result.attempts, out, partitions)
+        write_customer_partitions(result.attempts, out, partitions)
     if truth is not None:
         truth.parent.mkdir(parents=True, exist_ok=True)
         result.invoices.to_parquet(truth)
@@ -88,7 +88,7 @@ def train(
         bool,
         typer.Option(
             "--invoice-partitioned",
-            help="With --dask: each invoice's attempts are in one file (`simulate --partitions`); skip the shuffle.",
+            help="With --dask: each customer's attempts (so each invoice's) are in one file (`simulate --partitions`); skip the shuffle.",
         ),
     ] = False,
     tune: Annotated[

@@ -25,13 +25,13 @@ from training.distributed import (
     early_stopping_round,
     leaf_values,
     loss_curve_partition,
-    partition_by_invoice,
+    partition_by_customer,
     read_attempts,
     table_meta,
     table_partition,
     validate_partition,
     validated_meta,
-    write_invoice_partitions,
+    write_customer_partitions,
 )
 from training.simulate import simulate
 from training.train import SPLITS, TrainConfig, TrainResult, build_training_table, time_split, train_model
@@ -137,7 +137,7 @@ def test_partition_functions_keep_their_schema_on_empty_input() -> None:
 
 
 def test_invoice_partitions_keep_each_invoice_in_one_file(attempts: pd.DataFrame, tmp_path: Path) -> None:
-    paths = write_invoice_partitions(attempts, tmp_path, 4)
+    paths = write_customer_partitions(attempts, tmp_path, 4)
     owners = pd.concat(pd.read_parquet(p, columns=[INVOICE]).assign(file=p.name) for p in paths)
     assert len(owners) == len(attempts)
     assert owners.groupby(INVOICE)["file"].nunique().max() == 1
@@ -160,7 +160,7 @@ def test_spanning_invoice_gets_single_machine_history(
 
     def dask_table(shuffle: bool) -> pd.DataFrame:
         raw = read_attempts(daily_files)
-        laid_out = partition_by_invoice(raw) if shuffle else raw
+        laid_out = partition_by_customer(raw) if shuffle else raw
         valid_parts = laid_out.map_partitions(validate_partition, meta=validated_meta())
         return client.compute(valid_parts.map_partitions(table_partition, meta=table_meta())).result()
 

@@ -20,8 +20,19 @@ def shipped() -> Bundle:
     return load_bundle(DEFAULT_MODEL_DIR)
 
 
-def mean_success(bundle: Bundle, country: str, zone: str, code: str, start: pd.Timestamp, end: pd.Timestamp) -> float:
-    """Mean predicted success of the first retry at every hour between start and end."""
+def mean_success(
+    bundle: Bundle,
+    country: str,
+    zone: str,
+    code: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    customer: dict[str, object] | None = None,
+) -> float:
+    """Mean predicted success of the first retry at every hour between start and end.
+
+    `customer`: the customer-history context columns (features.customer); none known by default.
+    """
     attempts = pd.DataFrame(
         {
             "invoice_id": ["in_1"],
@@ -44,6 +55,7 @@ def mean_success(bundle: Bundle, country: str, zone: str, code: str, start: pd.T
             "card_exp_month": 12,
             "card_exp_year": 2030,
             "customer_timezone": zone,
+            **(customer or {}),
         }
     )
     return float(bundle.predict(build_retry_features(attempts, candidates)).mean())
@@ -65,3 +77,25 @@ def test_hard_decline_scores_near_zero(shipped: Bundle) -> None:
     start = pd.Timestamp("2026-06-10", tz="UTC")
     p = mean_success(shipped, "US", "America/Chicago", "stolen_card", start, start + pd.Timedelta(days=5))
     assert p < 0.02
+
+
+def test_customers_last_recovery_day_lifts_insufficient_funds(shipped: Bundle) -> None:
+    """A customer short of money on the 18th and paid again by the 20th: around the 20th beats ten days earlier.
+
+    Both windows are mid-month for a US customer, away from the common paydays the calendar
+    features know; only the customer's own history tells them apart.
+    """
+    history = {
+        "customer_funds_short_at": pd.Timestamp("2026-05-18T15:00", tz="UTC"),
+        "customer_funds_back_at": pd.Timestamp("2026-05-20T15:00", tz="UTC"),
+        "customer_prior_failed_invoices": 2,
+        "customer_prior_recoveries": 2,
+    }
+    zone, code = "America/Chicago", "insufficient_funds"
+    aligned = mean_success(
+        shipped, "US", zone, code, pd.Timestamp("2026-06-20", tz="UTC"), pd.Timestamp("2026-06-22", tz="UTC"), history
+    )
+    early = mean_success(
+        shipped, "US", zone, code, pd.Timestamp("2026-06-09", tz="UTC"), pd.Timestamp("2026-06-11", tz="UTC"), history
+    )
+    assert aligned > early + 0.05, (early, aligned)

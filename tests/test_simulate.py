@@ -273,3 +273,21 @@ def test_first_attempts_and_decline_draws(result: SimulationResult, world: World
     assert len(d) == ids.size and d["decline_code"].notna().all()
     hard = (result.invoices.loc[ids, "root_cause"] == "hard").to_numpy()
     assert (d.loc[hard, "decline_code"].to_numpy() == result.invoices.loc[ids[hard], "hard_code"].to_numpy()).all()
+
+
+def test_some_customers_fail_in_several_months(result: SimulationResult) -> None:
+    """Repeat failures: a monthly customer's invoices fall on its billing day in distinct months, inside the range."""
+    inv = result.invoices
+    local = inv["first_attempt_at"]
+    assert local.min() >= pd.Timestamp("2025-01-01", tz="UTC") and local.max() < pd.Timestamp("2026-01-01", tz="UTC")
+    monthly = inv[inv["billing_interval"] == "month"]
+    months = monthly.groupby("customer_id")["first_attempt_at"].agg(lambda s: s.dt.strftime("%Y-%m").nunique())
+    assert (months >= 2).mean() > 0.2  # a good share fail again in a later month
+    # One subscription per customer: one invoice per month, on the same day of the month (or the month's last).
+    single = monthly.groupby("customer_id").filter(
+        lambda g: len(g) == g["first_attempt_at"].dt.strftime("%Y-%m").nunique()
+    )
+    days = single.groupby("customer_id")["first_attempt_at"].agg(
+        lambda s: s.dt.day.min() == s.dt.day.max() or s.dt.day.max() >= 28
+    )
+    assert days.mean() > 0.97

@@ -4,8 +4,9 @@ The pipeline keeps the single-machine semantics of `training.train.train_model` 
 needs the whole dataset on one machine:
 
 1. read the Parquet files lazily (`read_attempts`);
-2. put all attempts of an invoice in one partition (`partition_by_invoice`), because the
-   point-in-time history of a retry is built from every earlier attempt of its invoice;
+2. put all attempts of a customer in one partition (`partition_by_customer`), because the
+   point-in-time history of a retry is built from every earlier attempt of its invoice and of
+   the customer's other invoices (`features.customer`);
 3. per partition, validate with `training.data.validate_attempts` and build the training table
    with `training.train.build_training_table` (`retry_training_rows` + `build_retry_features`),
    so validation and features stay single implementations;
@@ -69,6 +70,7 @@ BASELINE_MAX_ROWS = 200_000
 CURVE_BLOCK_ROWS = 10_000
 
 LABEL, FIRST_FAILURE, CATEGORY, INVOICE, SPLIT = "label", "first_failure", "decline_category", "invoice_id", "split"
+CUSTOMER = "customer_id"
 _GLOB = re.compile(r"[*?\[]")
 
 
@@ -127,24 +129,25 @@ def read_attempts(data: str | Path, *, split_files: bool = True) -> Any:
     return frame[[c for c in CONTRACT_COLUMNS if c in frame.columns]]
 
 
-def partition_by_invoice(attempts: Any) -> Any:
-    """Hash-shuffle rows by invoice_id so every invoice's attempts share one partition.
+def partition_by_customer(attempts: Any) -> Any:
+    """Hash-shuffle rows by customer_id so every customer's attempts (so every invoice's) share one partition.
 
-    Point-in-time history (`features.history`) needs all earlier attempts of an invoice: when an
-    invoice spans files (daily exports, say), a partition would see only part of its history and
-    compute wrong retry numbers, counters and first-decline categories. A hash shuffle moves every
+    Point-in-time history needs all earlier attempts of an invoice (`features.history`) and of the
+    customer's other invoices (`features.customer`): when they span files (daily exports, say), a
+    partition would see only part of the history and compute wrong retry numbers, counters,
+    first-decline categories and customer recoveries. A hash shuffle moves every
     row once over the network; when the producer can write files already partitioned by invoice
-    (`write_invoice_partitions`, `retryopt simulate --partitions`) the shuffle can be skipped.
+    (`write_customer_partitions`, `retryopt simulate --partitions`) the shuffle can be skipped.
     """
-    return attempts.shuffle(INVOICE)
+    return attempts.shuffle(CUSTOMER)
 
 
-def write_invoice_partitions(attempts: pd.DataFrame, directory: Path, partitions: int) -> list[Path]:
-    """Write attempts as `partitions` Parquet files hashed by invoice_id (the cheap layout for Dask)."""
+def write_customer_partitions(attempts: pd.DataFrame, directory: Path, partitions: int) -> list[Path]:
+    """Write attempts as `partitions` Parquet files hashed by customer_id (the cheap layout for Dask)."""
     if partitions < 1:
         raise ValueError("partitions must be at least 1")
     # pandas' hash is stable across runs and machines, so re-exports land in the same files.
-    bucket = pd.util.hash_array(attempts[INVOICE].astype(str).to_numpy(dtype=object)) % np.uint64(partitions)
+    bucket = pd.util.hash_array(attempts[CUSTOMER].astype(str).to_numpy(dtype=object)) % np.uint64(partitions)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(partitions):
@@ -364,7 +367,7 @@ def dask_versions() -> dict[str, str]:
 def training_table(data: str | Path, *, invoice_partitioned: bool = False) -> tuple[Any, Any, Any]:
     """Lazy (raw attempts, training table, per-partition stats) for the Parquet data at `data`."""
     raw = read_attempts(data, split_files=not invoice_partitioned)
-    laid_out = raw if invoice_partitioned else partition_by_invoice(raw)
+    laid_out = raw if invoice_partitioned else partition_by_customer(raw)
     valid = laid_out.map_partitions(validate_partition, meta=validated_meta())
     table = valid.map_partitions(table_partition, meta=table_meta())
     stats = valid.map_partitions(stats_partition, meta=stats_meta())
@@ -486,9 +489,9 @@ def train_distributed(
 ) -> TrainResult:
     """Train on a Dask cluster from partitioned Parquet and write the same bundle as `train_model`.
 
-    Invoices are hash-shuffled by invoice_id first (`partition_by_invoice`) so point-in-time
+    Customers are hash-shuffled by customer_id first (`partition_by_customer`) so point-in-time
     history is complete; pass `invoice_partitioned=True` only when each invoice's attempts are
-    already in one file (e.g. written by `write_invoice_partitions`), which skips the shuffle.
+    already in one file with all its customer's (e.g. written by `write_customer_partitions`), which skips the shuffle.
     The result's `table` and `split` hold only the test split (collected to the client); the full
     training table stays on the cluster.
     """

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from features.candidates import FEATURE_COLUMNS
+from features.customer import CUSTOMER_CONTEXT_COLUMNS, customer_history, invoice_events
 from features.money import amount_usd
 from serving.policy.rules import RULES, Effect, evaluate_rules
 from serving.policy.scoring import Scorer
@@ -60,7 +61,7 @@ OBSERVABLE_COLUMNS: tuple[str, ...] = (
     "customer_created_at",
 )
 DECISION_DELAY = pd.Timedelta(minutes=5)  # the scheduler asks for a decision shortly after each failure
-_OUTCOME_STREAM, _DECLINE_STREAM = 1, 2  # separate random streams of one seed
+_OUTCOME_STREAM, _DECLINE_STREAM, _PICK_STREAM = 1, 2, 3  # separate random streams of one seed
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ class EvaluationConfig:
     history_invoices: int = 20000
     history_seed: int = 99
     batch_size: int = 400
+    # The same customers' invoices in the days before the window, retried by the legacy
+    # schedulers: the customer history a decision sees (features.customer).
+    customer_history_days: int = 180
 
 
 @dataclass(frozen=True)
@@ -117,14 +121,45 @@ class EvaluationResult:
 # The held-out world.
 # ---------------------------------------------------------------------------------------------
 def held_out_world(config: EvaluationConfig) -> HeldOut:
-    """Fresh invoices (their truth only: the legacy retries of that simulation are not used)."""
-    invoices = simulate(config.invoices, config.seed, start=config.start, days=config.days).invoices
+    """Fresh invoices failing in the window (their truth only), with their customers' earlier history.
+
+    One simulation covers `customer_history_days` before the window and the window itself; the
+    invoices failing in the window are held out (at most `invoices` of them, a random subset when
+    more). Earlier invoices were retried by the legacy schedulers: each held-out invoice's context
+    carries its customer's history as it stood at its first failure (`features.customer`); what
+    the evaluated policy does to other held-out invoices is not fed back.
+    """
+    span = config.customer_history_days + config.days
+    start = pd.Timestamp(config.start, tz="UTC") - pd.Timedelta(days=config.customer_history_days)
+    total = max(config.invoices, round(config.invoices * span / config.days))
+    result = simulate(total, config.seed, start=start.strftime("%Y-%m-%d"), days=span)
+    invoices = result.invoices
+    in_window = np.flatnonzero(
+        _utc_ns(invoices["first_attempt_at"]) >= start.value + config.customer_history_days * NS_PER_DAY
+    )
+    pick_rng = np.random.default_rng([config.seed, _PICK_STREAM])
+    if in_window.size > config.invoices:
+        in_window = np.sort(pick_rng.choice(in_window, size=config.invoices, replace=False))
+    held_ids = invoices.index.to_numpy(dtype=object)[in_window]
+    history = customer_history(
+        invoice_events(result.attempts),
+        pd.DataFrame(
+            {
+                "customer_id": invoices["customer_id"].to_numpy(dtype=object)[in_window],
+                "at": invoices["first_attempt_at"].iloc[in_window],
+            }
+        ),
+    )
+    invoices = invoices.iloc[in_window]
     world = World(invoices)
     rng = np.random.default_rng([config.seed, _OUTCOME_STREAM])
+    context = invoices.loc[:, list(OBSERVABLE_COLUMNS)].reset_index(drop=True)
+    for name in CUSTOMER_CONTEXT_COLUMNS:
+        context[name] = history[name].to_numpy()
     return HeldOut(
         world=world,
-        invoice_ids=invoices.index.to_numpy(dtype=object),
-        context=invoices.loc[:, list(OBSERVABLE_COLUMNS)].reset_index(drop=True),
+        invoice_ids=held_ids,
+        context=context,
         first_attempts=world.first_attempts().reset_index(drop=True),
         uniforms=rng.random((len(invoices), config.max_retries)),
         seed=config.seed,
@@ -299,6 +334,13 @@ def _optional(value: object) -> object:
     return None if value is None or pd.isna(value) else value  # type: ignore[call-overload]
 
 
+def customer_columns(context: pd.DataFrame) -> pd.DataFrame | None:
+    """The customer-history columns of invoice contexts (`decide_batch`'s `customers`), None without them."""
+    if not all(name in context for name in CUSTOMER_CONTEXT_COLUMNS):
+        return None
+    return context.loc[:, list(CUSTOMER_CONTEXT_COLUMNS)].reset_index(drop=True)
+
+
 def decision_requests(state: LoopState, world: World, now_ns: np.ndarray | None = None) -> list[DecisionRequest]:
     """One decision request per invoice, as the scheduler would send it right after the latest failure.
 
@@ -394,6 +436,7 @@ def decision_policy(world: World, make_scorer: ScorerFactory, settings: Settings
     def ask(state: LoopState, rows: np.ndarray, now_ns: np.ndarray, out: np.ndarray) -> None:
         """Decide the given rows as of `now_ns`, telling the policy of card updates known by then."""
         requests = decision_requests(state.subset(rows), world, now_ns)
+        customers = customer_columns(state.context.iloc[rows])
         updated = state.card_updated_at[rows] if state.card_updated_at is not None else np.full(len(rows), NAT)
         known = [
             None if u == NAT or u > t else _index(np.array([u]))[0].to_pydatetime()
@@ -403,7 +446,12 @@ def decision_policy(world: World, make_scorer: ScorerFactory, settings: Settings
             batch = requests[start : start + batch_size]
             clock = _index(now_ns[start : start + 1])[0].to_pydatetime()
             decisions = decide_batch(
-                batch, make_scorer(batch), settings, clock, card_updated_at=known[start : start + batch_size]
+                batch,
+                make_scorer(batch),
+                settings,
+                clock,
+                card_updated_at=known[start : start + batch_size],
+                customers=customers.iloc[start : start + batch_size] if customers is not None else None,
             )
             for j, decision in enumerate(decisions):
                 if decision.action == "retry" and decision.retry_at is not None:

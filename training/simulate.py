@@ -886,6 +886,10 @@ def _broadcast(values: np.ndarray, n: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 N_MERCHANTS = 40
 SUBSCRIPTIONS_PER_CUSTOMER = ((1, 0.90), (2, 0.07), (3, 0.03))
+# Consecutive monthly renewals that fail, per customer: a customer short of money one month often
+# is the next (the simulator's assumption; a customer's earlier recoveries then show when funds land).
+FAILED_MONTHS_PER_CUSTOMER = ((1, 0.55), (2, 0.2), (3, 0.12), (4, 0.08), (6, 0.05))
+YEARLY_SHARE = 0.15
 SHARED_CAUSE = 0.7  # a second subscription on the same card fails for the same reason
 TIMEZONE_MISSING = 0.12  # customers with no time zone on file: the loader falls back to country
 UPDATER_SHARE = 0.35  # expired cards an account updater refreshes, at a latent time
@@ -923,16 +927,28 @@ def _draw_merchants(rng: np.random.Generator) -> Merchants:
     )
 
 
-def _subscription_counts(n_invoices: int, rng: np.random.Generator) -> np.ndarray:
-    """Invoices per customer, summing to exactly n_invoices."""
+def _invoice_counts(n_invoices: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Invoices per customer (summing to exactly n_invoices), each invoice's month offset, and yearly plans.
+
+    A customer has one or more subscriptions on one card; a monthly customer's renewals may fail
+    in several consecutive months (one invoice per subscription and month). Yearly plans fail once.
+    """
     values = np.array([v for v, _ in SUBSCRIPTIONS_PER_CUSTOMER])
     weights = np.array([w for _, w in SUBSCRIPTIONS_PER_CUSTOMER])
-    counts = values[rng.choice(len(values), size=n_invoices, p=weights)]
+    subscriptions = values[rng.choice(len(values), size=n_invoices, p=weights)]
+    yearly = rng.random(n_invoices) < YEARLY_SHARE
+    month_values = np.array([v for v, _ in FAILED_MONTHS_PER_CUSTOMER])
+    month_weights = np.array([w for _, w in FAILED_MONTHS_PER_CUSTOMER])
+    months = np.where(yearly, 1, month_values[rng.choice(len(month_values), size=n_invoices, p=month_weights)])
+    counts = subscriptions * months
     total = np.cumsum(counts)
     n_customers = int(np.searchsorted(total, n_invoices)) + 1
-    counts = counts[:n_customers].copy()
+    counts, months = counts[:n_customers].copy(), months[:n_customers]
     counts[-1] -= int(total[n_customers - 1] - n_invoices)
-    return counts
+    # Invoice i of a customer with M failed months is in month offset i mod M (subscriptions alike).
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    offsets = within % np.repeat(months, counts)
+    return counts, offsets, yearly[:n_customers]
 
 
 def _per_country(
@@ -1028,6 +1044,30 @@ def _anchor_dates(
     return np.where(yearly, yearly_day, monthly_day), yearly
 
 
+def _on_anchor(month: np.ndarray, anchor_dom: np.ndarray) -> np.ndarray:
+    """The billing anchor's day (epoch day) in `month`, the month's last day when it is shorter."""
+    length = _month_start(month + 1) - _month_start(month)
+    return _month_start(month) + np.minimum(anchor_dom, length) - 1
+
+
+def _renewal_days(
+    anchor_day: np.ndarray, created_day: np.ndarray, offset: np.ndarray, start_ns: int, end_ns: int
+) -> np.ndarray:
+    """Renewal day of each invoice `offset` months after its customer's anchor renewal.
+
+    Months past the range's end mirror to before the anchor (anchor month - offset), so a run of
+    failed months stays inside the range; a month still outside it (signup too recent) keeps the
+    anchor day.
+    """
+    anchor_dom = created_day - _month_start(_month_index(created_day)) + 1
+    anchor_month = _month_index(anchor_day)
+    end_day = end_ns // _NS_PER_DAY
+    lo = np.maximum(start_ns // _NS_PER_DAY, created_day + 28)
+    day = _on_anchor(anchor_month + offset, anchor_dom)
+    day = np.where(day >= end_day, _on_anchor(anchor_month - offset, anchor_dom), day)
+    return np.where((offset == 0) | (day < lo) | (day >= end_day), anchor_day, day)
+
+
 def _month_to_my(month: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(month 1..12, year) of a month index."""
     return month % 12 + 1, 1970 + month // 12
@@ -1039,7 +1079,7 @@ def _draw_invoices(
     """The latent truth of each invoice, up to (not including) the first decline's codes."""
     start_ns = pd.Timestamp(start, tz="UTC").as_unit("ns").value
     end_ns = start_ns + days * _NS_PER_DAY
-    counts = _subscription_counts(n_invoices, rng)
+    counts, month_offset, yearly = _invoice_counts(n_invoices, rng)
     c = counts.size
     names = list(COUNTRIES)
     country = np.array(names, dtype=object)[rng.choice(len(names), size=c, p=[COUNTRIES[k].weight for k in names])]
@@ -1060,7 +1100,6 @@ def _draw_invoices(
         **_draw_cards(rng, country),
     }
     # Billing: monthly mostly, some yearly; renewals land on the signup's day of month.
-    yearly = rng.random(c) < 0.15
     lo_created = start_ns - 4 * 365 * _NS_PER_DAY
     hi_created = np.where(yearly, end_ns - 366 * _NS_PER_DAY, end_ns - 35 * _NS_PER_DAY)
     created = lo_created + (rng.random(c) * (hi_created - lo_created)).astype(np.int64)
@@ -1072,7 +1111,9 @@ def _draw_invoices(
     cust["hard_code"] = np.where(cust["root"] == _HARD, _choice(rng, HARD_CODES, c), np.full(c, None, dtype=object))
 
     inv = {k: np.repeat(v, counts) for k, v in cust.items()}
-    inv_anchor = np.repeat(anchor_day, counts)
+    inv_anchor = _renewal_days(
+        np.repeat(anchor_day, counts), np.repeat(created // _NS_PER_DAY, counts), month_offset, start_ns, end_ns
+    )
     n = n_invoices
     soft = np.array([_NONE, _NSF, _DNH, _GEN, _VEL])
     soft_p = np.array(ROOT_MIX)[soft] / np.array(ROOT_MIX)[soft].sum()

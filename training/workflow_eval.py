@@ -37,6 +37,7 @@ from training.evaluate import (
     _as_codes,
     _index,
     _utc_ns,
+    customer_columns,
     decision_requests,
     held_out_world,
 )
@@ -125,8 +126,8 @@ class _Loop:
         heapq.heappush(self.queues[self.card_of[i]], (at, kind, i))
 
     def open(self, i: int, at: int) -> bool:
-        """Not recovered, and its window still open at `at`."""
-        return not self.recovered[i] and at < self.window_end[i]
+        """Failed before `at` (an invoice of a later month on the card has not yet), not recovered, window open."""
+        return not self.recovered[i] and int(self.times[i, 0]) < at < self.window_end[i]
 
     def history(self, i: int, now: int) -> CardHistory:
         """What the store would tell about invoice i's card at `now`: the other invoices' attempts and plans."""
@@ -218,6 +219,7 @@ def _ask(loop: _Loop, rows: list[int], at: list[int], scorer: Scorer, settings: 
         clock,
         card_updated_at=[None if k is None else k.to_pydatetime() for k in known],
         cards=cards,
+        customers=customer_columns(state.context),
     )
     for i, decision in zip(rows, decisions, strict=True):
         loop.planned[i] = NAT

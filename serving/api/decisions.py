@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from features.customer import customer_history
 from serving.deps import ClockDep, MetricsDep, ScorerDep, SessionDep, SettingsDep
 from serving.metrics import Metrics
 from serving.policy import Decision, decide_batch
@@ -32,6 +33,7 @@ from serving.schemas import (
 from serving.settings import Settings
 from serving.store import DecisionRecord, card_update_times, record_decisions
 from serving.store.cards import card_attempts, planned_retries
+from serving.store.customers import customer_events
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 log = logging.getLogger(__name__)
@@ -168,6 +170,14 @@ def card_histories(session: Session, requests: list[DecisionRequest], clock: dat
     return histories
 
 
+def customer_histories(session: Session, requests: list[DecisionRequest], clock: datetime) -> pd.DataFrame:
+    """Per request, the customer's earlier invoices as they stood at this invoice's first failure."""
+    firsts = [_utc(r.attempts[0].attempted_at, clock) for r in requests]
+    events = customer_events(session, [r.customer_id for r in requests], max(firsts).to_pydatetime())
+    queries = pd.DataFrame({"customer_id": [r.customer_id for r in requests], "at": pd.DatetimeIndex(firsts)})
+    return customer_history(events, queries)
+
+
 def decide_and_record(
     requests: list[DecisionRequest],
     scorer: Scorer,
@@ -185,15 +195,24 @@ def decide_and_record(
     try:
         updated_at = card_updated_at(session, requests)
         cards = card_histories(session, requests, clock)
+        customers: pd.DataFrame | None = customer_histories(session, requests, clock)
         store_up = True
     except STORE_DOWN as exc:
         # Decisions keep working without the store: no card updates or other invoices known, nothing
         # recorded (the caps then count this invoice's own attempts only).
         log.warning("store unavailable, deciding without card updates and without recording: %s", exc)
         session.rollback()
-        updated_at, cards, store_up = [None] * len(requests), None, False
+        updated_at, cards, customers, store_up = [None] * len(requests), None, None, False
     decisions = decide_batch(
-        requests, scorer, settings, clock, name_items=batch, arms=arms, card_updated_at=updated_at, cards=cards
+        requests,
+        scorer,
+        settings,
+        clock,
+        name_items=batch,
+        arms=arms,
+        card_updated_at=updated_at,
+        cards=cards,
+        customers=customers,
     )
     ids = [new_decision_id() for _ in decisions]
     if store_up:

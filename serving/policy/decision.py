@@ -24,6 +24,7 @@ from features.candidates import (
     project_retry_rows,
     retry_feature_matrix,
 )
+from features.customer import CUSTOMER_CONTEXT_COLUMNS
 from serving.policy import reasons
 from serving.policy.card import NO_HISTORY, CardHistory
 from serving.policy.context import DecisionContext, InvalidFieldError, resolve_context
@@ -252,7 +253,9 @@ class _Scored:
 _SCORE_SLICE_ROWS = 1 << 18
 
 
-def _score(pending: Sequence[_Pending], scorer: Scorer, settings: Settings) -> _Scored:
+def _score(
+    pending: Sequence[_Pending], scorer: Scorer, settings: Settings, customers: pd.DataFrame | None = None
+) -> _Scored:
     """Features of all candidates in one library call, projected per retry index, scored in slices.
 
     The feature library computes each request's context once and broadcasts it to its candidate
@@ -266,6 +269,10 @@ def _score(pending: Sequence[_Pending], scorer: Scorer, settings: Settings) -> _
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     at_ns = np.concatenate([p.times.as_unit("ns").asi8 for p in pending]).astype(np.int64, copy=False)
     contexts = contexts_frame([p.request for p in pending], [str(p.index) for p in pending])
+    if customers is not None:
+        known = customers.iloc[[p.index for p in pending]]
+        for name in CUSTOMER_CONTEXT_COLUMNS:
+            contexts[name] = known[name].to_numpy()
     base = retry_feature_matrix(attempts, contexts, np.repeat(np.arange(len(pending)), sizes), at_ns)
     n_attempts = np.array([len(p.attempts) for p in pending], dtype=np.int64)
     if np.all(n_attempts > 0):
@@ -368,6 +375,7 @@ def decide_batch(
     arms: Sequence[Arm] | None = None,
     card_updated_at: Sequence[datetime | None] | None = None,
     cards: Sequence[CardHistory] | None = None,
+    customers: pd.DataFrame | None = None,
 ) -> list[Decision]:
     """Decide many invoices with one feature-library call, one model call and one explanation call.
 
@@ -375,8 +383,10 @@ def decide_batch(
     prefixed `requests.<i>.` as in the batch body. `arms` assigns each request to the learned
     planner (default) or the fixed control schedule; both obey the same rules. `card_updated_at`
     gives, per request, the latest card update of its customer (None when there is none); `cards`
-    the other invoices on its card (per-card caps and joint planning). Requests sharing a card are
-    planned one after another (in waves), each seeing the retries planned before it.
+    the other invoices on its card (per-card caps and joint planning); `customers` the customer's
+    earlier invoices (`features.customer.CUSTOMER_CONTEXT_COLUMNS`, one row per request, positional;
+    None: unknown). Requests sharing a card are planned one after another (in waves), each seeing
+    the retries planned before it.
     """
     histories = list(cards) if cards is not None else [NO_HISTORY] * len(requests)
     out: list[Decision | None] = [None] * len(requests)
@@ -392,6 +402,7 @@ def decide_batch(
             arms=[arms[i] if arms is not None else "learned" for i in wave],
             card_updated_at=[card_updated_at[i] if card_updated_at is not None else None for i in wave],
             cards=[histories[i] for i in wave],
+            customers=customers,
         )
         for i, decision in zip(wave, decided, strict=True):
             out[i] = decision
@@ -413,6 +424,7 @@ def _decide_wave(
     arms: Sequence[Arm],
     card_updated_at: Sequence[datetime | None],
     cards: Sequence[CardHistory],
+    customers: pd.DataFrame | None = None,
 ) -> list[Decision]:
     """`decide_batch` for requests on distinct cards; `indices` are their positions in the batch."""
     prepared: list[Decision | _Pending] = []
@@ -432,7 +444,7 @@ def _decide_wave(
     if not pending:
         return [p for p in prepared if isinstance(p, Decision)]
 
-    scored = _score(pending, scorer, settings)
+    scored = _score(pending, scorer, settings, customers)
     probabilities = {p.index: probs for p, probs in zip(pending, scored.probabilities, strict=True)}
     plans = {p.index: _plan(p, probabilities[p.index], settings) for p in pending}
     planned = [(p, offset) for p, offset in zip(pending, scored.offsets, strict=True) if plans[p.index].slots]
@@ -497,8 +509,19 @@ def decide(
     *,
     card_updated_at: datetime | None = None,
     cards: CardHistory = NO_HISTORY,
+    customer: pd.DataFrame | None = None,
 ) -> Decision:
-    """Retry when and how often, or stop and why; `clock` is the server time (a request's `now` wins)."""
+    """Retry when and how often, or stop and why; `clock` is the server time (a request's `now` wins).
+
+    `customer`: the customer's earlier invoices, one row of `CUSTOMER_CONTEXT_COLUMNS` (None: unknown).
+    """
     return decide_batch(
-        [request], scorer, settings, clock, name_items=False, card_updated_at=[card_updated_at], cards=[cards]
+        [request],
+        scorer,
+        settings,
+        clock,
+        name_items=False,
+        card_updated_at=[card_updated_at],
+        cards=[cards],
+        customers=customer,
     )[0]

@@ -41,6 +41,12 @@ FEATURE_GROUPS: dict[str, str] = {
     "card_funding": "card",
     "card_country": "card",
     "billing_interval": "interval",
+    "customer_prior_failed_invoices": "customer_record",
+    "customer_prior_recoveries": "customer_record",
+    "days_from_funds_back_day_of_month": "customer_calendar",
+    "days_from_funds_short_day_of_month": "customer_calendar",
+    "days_into_funds_back_week": "customer_calendar",
+    "days_into_funds_back_fortnight": "customer_calendar",
 }
 
 # The idea → a phrase; {hour}, {weekday} and {day} are the chosen slot's local calendar.
@@ -58,6 +64,8 @@ GROUP_PHRASES: dict[str, str] = {
     "tenure": "long-standing customers recover well",
     "card": "cards like this one (brand, funding, country) recover well",
     "interval": "invoices on this billing interval recover well",
+    "customer_record": "this customer's record of earlier failed payments points to a recovery",
+    "customer_calendar": "this customer's money came back at this point of their pay cycle after an earlier shortfall",
 }
 
 MIN_CONTRIBUTION = 0.01  # log-odds; smaller pushes are noise, not a reason

@@ -152,6 +152,7 @@ class Decision(Base):
         Index(None, "invoice_id", "decided_at"),
         Index(None, "decided_at"),
         Index(None, "card_fingerprint", "decided_at"),
+        Index(None, "customer_id", "decided_at"),
     )
 
 
@@ -179,6 +180,7 @@ class Outcome(Base):
         Index(None, "invoice_id", "attempted_at"),
         Index(None, "attempted_at"),
         Index(None, "card_fingerprint", "attempted_at"),
+        Index(None, "customer_id", "attempted_at"),
     )
 
 

@@ -30,11 +30,13 @@ INDEXES = {
         "ix_decisions_invoice_id_decided_at",
         "ix_decisions_decided_at",
         "ix_decisions_card_fingerprint_decided_at",
+        "ix_decisions_customer_id_decided_at",
     },
     "outcomes": {
         "ix_outcomes_invoice_id_attempted_at",
         "ix_outcomes_attempted_at",
         "ix_outcomes_card_fingerprint_attempted_at",
+        "ix_outcomes_customer_id_attempted_at",
     },
     "card_updates": {"ix_card_updates_customer_id_updated_at"},
 }
@@ -57,7 +59,7 @@ def test_upgrade_creates_the_schema_from_empty(empty_db_url: str) -> None:
         assert set(inspector.get_table_names()) == TABLES
         for table, names in INDEXES.items():
             assert {index["name"] for index in inspector.get_indexes(table)} == names
-        assert current_revision(engine) == head_revision() == "0002"
+        assert current_revision(engine) == head_revision() == "0003"
     finally:
         engine.dispose()
 

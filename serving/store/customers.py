@@ -1,0 +1,63 @@
+"""Per-customer reads: the customer's earlier failed invoices and when they were recovered.
+
+A decision's customer history (`features.customer`) needs, for each of the customer's other
+invoices, when it first failed and when a later charge recovered it. The store knows an invoice
+failed from a failed outcome or from a decision asked for it (asked right after a failure, even if
+the scheduler never reported the failed charge itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import Boolean, func, literal, select, union_all
+from sqlalchemy.orm import Session
+
+from features.customer import EVENT_COLUMNS, invoice_events
+from serving.store.models import DECISIONS, OUTCOMES
+
+
+def customer_attempts(session: Session, customer_ids: Sequence[str], until: datetime) -> pd.DataFrame:
+    """The customers' stored charges before `until`, plus one failure per decided invoice at its first decision.
+
+    Columns: customer_id, invoice_id, attempted_at (UTC), succeeded, decline_code (a decision's is
+    its latest failure's).
+    """
+    columns = ["customer_id", "invoice_id", "attempted_at", "succeeded", "decline_code"]
+    if not customer_ids:
+        return pd.DataFrame(columns=columns)
+    wanted = sorted(set(customer_ids))
+    outcomes = select(
+        OUTCOMES.c.customer_id,
+        OUTCOMES.c.invoice_id,
+        OUTCOMES.c.attempted_at,
+        OUTCOMES.c.succeeded,
+        OUTCOMES.c.decline_code,
+    ).where(OUTCOMES.c.customer_id.in_(wanted), OUTCOMES.c.attempted_at < until)
+    decided = (
+        select(
+            DECISIONS.c.customer_id,
+            DECISIONS.c.invoice_id,
+            func.min(DECISIONS.c.decided_at).label("attempted_at"),
+            literal(False, Boolean).label("succeeded"),
+            func.min(DECISIONS.c.decline_code).label("decline_code"),
+        )
+        .where(DECISIONS.c.customer_id.in_(wanted), DECISIONS.c.decided_at < until)
+        .group_by(DECISIONS.c.customer_id, DECISIONS.c.invoice_id)
+    )
+    rows = session.execute(union_all(outcomes, decided)).all()
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["attempted_at"] = pd.to_datetime(frame["attempted_at"], utc=True)
+    frame["succeeded"] = frame["succeeded"].astype(bool)
+    return frame.sort_values(["invoice_id", "attempted_at"], kind="stable").reset_index(drop=True)
+
+
+def customer_events(session: Session, customer_ids: Sequence[str], until: datetime) -> pd.DataFrame:
+    """`features.customer.EVENT_COLUMNS` of the customers' invoices known to the store before `until`."""
+    attempts = customer_attempts(session, customer_ids, until)
+    if attempts.empty:
+        empty = {c: pd.Series([], dtype="datetime64[ns, UTC]") for c in EVENT_COLUMNS[1:]}
+        return pd.DataFrame({"customer_id": pd.Series([], dtype=object), **empty})
+    return invoice_events(attempts)
