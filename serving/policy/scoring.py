@@ -113,11 +113,15 @@ def history_frame(requests: Sequence[DecisionRequest], keys: Sequence[str]) -> p
 
 
 def candidates_frame(request: DecisionRequest, times: pd.DatetimeIndex, key: str | None = None) -> pd.DataFrame:
-    """One `CONTEXT_COLUMNS` row per candidate time: the invoice's context as known now."""
+    """One `CONTEXT_COLUMNS` row per candidate time: the invoice's context as known from the request.
+
+    The customer-history columns come from the store, not the request, so they are left out
+    (the feature library reads them as unknown).
+    """
     frame = contexts_frame([request], [key or request.invoice_id])
     frame = frame.iloc[np.zeros(len(times), dtype=np.intp)].reset_index(drop=True)
     frame.insert(1, "candidate_at", times)
-    return frame.loc[:, list(CONTEXT_COLUMNS)]
+    return frame.loc[:, [c for c in CONTEXT_COLUMNS if c in frame]]
 
 
 def contexts_frame(requests: Sequence[DecisionRequest], keys: Sequence[str]) -> pd.DataFrame:
