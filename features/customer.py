@@ -97,6 +97,18 @@ def customer_history(events: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFram
     invoice recovered before `at`. Aligned to `queries`.
     """
     n = len(queries)
+    if events.empty:  # nothing known of any of these customers (most decisions): skip the search
+        nat = _as_timestamps(np.full(n, _NAT, dtype=np.int64))
+        zeros = np.zeros(n, dtype=np.float64)
+        return pd.DataFrame(
+            {
+                "customer_prior_failed_invoices": zeros,
+                "customer_prior_recoveries": zeros.copy(),
+                "customer_funds_short_at": nat,
+                "customer_funds_back_at": nat.copy(),
+            },
+            index=queries.index,
+        )
     q_at = _utc_ns(queries["at"])
     failed = _utc_ns(events["failed_at"])
     recovered = _utc_ns(events["recovered_at"])

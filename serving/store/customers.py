@@ -48,6 +48,8 @@ def customer_attempts(session: Session, customer_ids: Sequence[str], until: date
         .group_by(DECISIONS.c.customer_id, DECISIONS.c.invoice_id)
     )
     rows = session.execute(union_all(outcomes, decided)).all()
+    if not rows:  # a customer with no stored history (most decisions): no frame work
+        return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(rows, columns=columns)
     frame["attempted_at"] = pd.to_datetime(frame["attempted_at"], utc=True)
     frame["succeeded"] = frame["succeeded"].astype(bool)
@@ -58,6 +60,5 @@ def customer_events(session: Session, customer_ids: Sequence[str], until: dateti
     """`features.customer.EVENT_COLUMNS` of the customers' invoices known to the store before `until`."""
     attempts = customer_attempts(session, customer_ids, until)
     if attempts.empty:
-        empty = {c: pd.Series([], dtype="datetime64[ns, UTC]") for c in EVENT_COLUMNS[1:]}
-        return pd.DataFrame({"customer_id": pd.Series([], dtype=object), **empty})
+        return pd.DataFrame(columns=list(EVENT_COLUMNS))
     return invoice_events(attempts)
