@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Boolean, func, literal, select, union_all
+from sqlalchemy import Boolean, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from features.customer import EVENT_COLUMNS, invoice_events
@@ -20,10 +20,10 @@ from serving.store.models import DECISIONS, OUTCOMES
 
 
 def customer_attempts(session: Session, customer_ids: Sequence[str], until: datetime) -> pd.DataFrame:
-    """The customers' stored charges before `until`, plus one failure per decided invoice at its first decision.
+    """The customers' stored charges before `until`, plus a failure at each decision (asked after one).
 
     Columns: customer_id, invoice_id, attempted_at (UTC), succeeded, decline_code (a decision's is
-    its latest failure's).
+    the failure it was asked about).
     """
     columns = ["customer_id", "invoice_id", "attempted_at", "succeeded", "decline_code"]
     if not customer_ids:
@@ -36,17 +36,14 @@ def customer_attempts(session: Session, customer_ids: Sequence[str], until: date
         OUTCOMES.c.succeeded,
         OUTCOMES.c.decline_code,
     ).where(OUTCOMES.c.customer_id.in_(wanted), OUTCOMES.c.attempted_at < until)
-    decided = (
-        select(
-            DECISIONS.c.customer_id,
-            DECISIONS.c.invoice_id,
-            func.min(DECISIONS.c.decided_at).label("attempted_at"),
-            literal(False, Boolean).label("succeeded"),
-            func.min(DECISIONS.c.decline_code).label("decline_code"),
-        )
-        .where(DECISIONS.c.customer_id.in_(wanted), DECISIONS.c.decided_at < until)
-        .group_by(DECISIONS.c.customer_id, DECISIONS.c.invoice_id)
-    )
+    # Each decision was asked right after a failure whose code it stores: a failure at decided_at.
+    decided = select(
+        DECISIONS.c.customer_id,
+        DECISIONS.c.invoice_id,
+        DECISIONS.c.decided_at.label("attempted_at"),
+        literal(False, Boolean).label("succeeded"),
+        DECISIONS.c.decline_code,
+    ).where(DECISIONS.c.customer_id.in_(wanted), DECISIONS.c.decided_at < until)
     rows = session.execute(union_all(outcomes, decided)).all()
     if not rows:  # a customer with no stored history (most decisions): no frame work
         return pd.DataFrame(columns=columns)
