@@ -269,6 +269,11 @@ def _customer_columns(
     context: dict[str, np.ndarray], zone_codes: np.ndarray, zones: np.ndarray, owner: np.ndarray, local: np.ndarray
 ) -> dict[str, np.ndarray]:
     """`CUSTOMER_FEATURES` of candidate rows (local wall times `local`), row r taking context `owner[r]`."""
+    out = {name: context[name][owner] for name in ("customer_prior_failed_invoices", "customer_prior_recoveries")}
+    if not (context["customer_funds_back_at"] != np.iinfo(np.int64).min).any():
+        # No bracket known for any context (most requests): the phases are all missing.
+        missing = np.full(len(owner), np.nan)
+        return {**out, **{name: missing.copy() for name in CUSTOMER_FEATURES if name not in out}}
 
     def local_of(name: str) -> np.ndarray:
         ns = context[name]
@@ -278,10 +283,10 @@ def _customer_columns(
             out[known] = local_wall_time(ns[known], zone_codes[known], zones)
         return out[owner]
 
-    out = funds_phase_features(local, local_of("customer_funds_short_at"), local_of("customer_funds_back_at"))
-    for name in ("customer_prior_failed_invoices", "customer_prior_recoveries"):
-        out[name] = context[name][owner]
-    return out
+    return {
+        **out,
+        **funds_phase_features(local, local_of("customer_funds_short_at"), local_of("customer_funds_back_at")),
+    }
 
 
 def retry_feature_matrix(
@@ -304,16 +309,15 @@ def retry_feature_matrix(
     zone_codes, zones = pd.factorize(context["timezone"])
     local = local_wall_time(at_ns, zone_codes[owner], zones)
     timing = calendar_features(local)
-    card = _card_columns(context, owner, at_ns)
-    card.update(_customer_columns(context, zone_codes, zones, owner, local))
+    per_row = {**_card_columns(context, owner, at_ns), **_customer_columns(context, zone_codes, zones, owner, local)}
     matrix = np.empty((len(at_ns), len(FEATURE_COLUMNS)), dtype=np.float64)
     for j, name in enumerate(FEATURE_COLUMNS):
         if name in history:
             matrix[:, j] = history[name]
         elif name in timing:
             matrix[:, j] = timing[name]
-        elif name in card:
-            matrix[:, j] = card[name]
+        elif name in per_row:
+            matrix[:, j] = per_row[name]
         else:
             matrix[:, j] = context[name][owner]
     return matrix

@@ -278,8 +278,8 @@ def test_first_attempts_and_decline_draws(result: SimulationResult, world: World
 def test_some_customers_fail_in_several_months(result: SimulationResult) -> None:
     """Repeat failures: a monthly customer's invoices fall on its billing day in distinct months, inside the range."""
     inv = result.invoices
-    local = inv["first_attempt_at"]
-    assert local.min() >= pd.Timestamp("2025-01-01", tz="UTC") and local.max() < pd.Timestamp("2026-01-01", tz="UTC")
+    first = inv["first_attempt_at"]
+    assert first.min() >= pd.Timestamp("2025-01-01", tz="UTC") and first.max() < pd.Timestamp("2026-01-01", tz="UTC")
     monthly = inv[inv["billing_interval"] == "month"]
     months = monthly.groupby("customer_id")["first_attempt_at"].agg(lambda s: s.dt.strftime("%Y-%m").nunique())
     assert (months >= 2).mean() > 0.2  # a good share fail again in a later month
