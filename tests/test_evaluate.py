@@ -36,6 +36,7 @@ from training.evaluate import (
     HeldOut,
     RuleChecker,
     breakdown,
+    build_policy,
     format_table,
     held_out_world,
     log_evaluation,
@@ -127,6 +128,20 @@ def test_a_policy_run_twice_gives_identical_results(held: HeldOut, checker: Rule
     np.testing.assert_array_equal(first.times, second.times)
     np.testing.assert_array_equal(first.recovered, second.recovered)
     np.testing.assert_array_equal(first.violations, second.violations)
+
+
+def test_the_learned_policy_decides_the_same_with_the_compiled_model(
+    bundle_dir: Path, held: HeldOut, checker: RuleChecker, tmp_path: Path
+) -> None:
+    """With compiled inference on, evaluate compiles the model first and every retry lands where LightGBM's would."""
+    runs = {}
+    for compiled in (False, True):
+        settings = Settings(compiled_inference=compiled, compiled_cache_dir=tmp_path / "compiled")
+        policy, _ = build_policy("learned", bundle_dir, CONFIG, held, settings)
+        runs[compiled] = run_policy(held, policy, CONFIG, checker)
+    assert list((tmp_path / "compiled").glob("*.so")), "the model was not compiled"
+    np.testing.assert_array_equal(runs[True].times, runs[False].times)
+    np.testing.assert_array_equal(runs[True].recovered, runs[False].recovered)
 
 
 def test_the_same_retry_gets_the_same_outcome_under_two_policies(held: HeldOut) -> None:

@@ -497,7 +497,14 @@ def build_policy(
         from features.bundle import load_bundle
         from serving.policy.scoring import BundleScorer
 
-        scorer = BundleScorer(load_bundle(bundle_dir))
+        bundle = load_bundle(bundle_dir)
+        if settings.compiled_inference:
+            # As served: the compiled model once it is ready (blocking here; LightGBM if it fails).
+            from features.compiled import Compiler, default_cache_dir
+
+            compiler = Compiler(settings.compiled_cache_dir or default_cache_dir())
+            compiler.run(bundle.compiled, bundle.model_file, bundle.booster)
+        scorer = BundleScorer(bundle)
         return decision_policy(held.world, lambda _batch: scorer, settings, config.batch_size), scorer.model_version
     if name == "oracle":
         world = held.world
