@@ -16,12 +16,12 @@ import pandas as pd
 
 from features.taxonomy import (
     DeclineCategory,
-    _category_of,
     _normal_code,
-    _visa_category_of,
+    category_of,
     map_unique,
     normal_response_code,
     normalise_response_codes,
+    visa_category_of,
 )
 
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -100,10 +100,10 @@ def attempt_states(attempts: pd.DataFrame, group: np.ndarray) -> tuple[dict[str,
     # The taxonomy's own per-code functions, once per distinct code (as `normalise_codes`,
     # `decline_category`, `visa_category` and `normalise_advice_codes` do), on plain object arrays.
     codes = _mapped(_texts(attempts, "decline_code")[order], _normal_code)
-    category_values = _mapped(codes, _category_of)
+    category_values = _mapped(codes, category_of)
     is_funds = (category_values == DeclineCategory.INSUFFICIENT_FUNDS.value).astype(np.int64)
     is_dnh = (category_values == DeclineCategory.DO_NOT_HONOR.value).astype(np.int64)
-    visa = np.asarray(map_unique(_texts(attempts, "network_decline_code")[order], _visa_category_of), dtype=np.int64)
+    visa = np.asarray(map_unique(_texts(attempts, "network_decline_code")[order], visa_category_of), dtype=np.int64)
     states = {
         "group": group,
         "state_at": at,

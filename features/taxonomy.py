@@ -137,7 +137,7 @@ def _normal_code(code: str | None) -> str | None:
     return clean.lower() if clean else None
 
 
-def _category_of(code: str | None) -> str | None:
+def category_of(code: str | None) -> str | None:
     """One decline code's category value (unknown → other)."""
     normal = _normal_code(code)
     return None if normal is None else _CATEGORY_VALUE.get(normal, DeclineCategory.OTHER.value)
@@ -153,7 +153,7 @@ def normal_response_code(code: str | None) -> str | None:
     return "0" + clean if len(clean) == 1 and clean.isdigit() else clean.upper()
 
 
-def _visa_category_of(code: str | None) -> int:
+def visa_category_of(code: str | None) -> int:
     """One response code's Visa category; 0 when missing."""
     normal = normal_response_code(code)
     return 0 if normal is None else VISA_CATEGORY.get(normal, VISA_GENERIC_CATEGORY)
@@ -166,7 +166,7 @@ def normalise_codes(codes: pd.Series) -> pd.Series:
 
 def decline_category(codes: pd.Series) -> pd.Series:
     """Category of each decline code; unknown codes map to `other`, missing to <NA>."""
-    return pd.Series(map_unique(codes, _category_of), index=codes.index, dtype="string")
+    return pd.Series(map_unique(codes, category_of), index=codes.index, dtype="string")
 
 
 def is_hard_decline(codes: pd.Series) -> pd.Series:
@@ -187,5 +187,5 @@ def normalise_response_codes(codes: pd.Series) -> pd.Series:
 
 def visa_category(network_codes: pd.Series) -> pd.Series:
     """Visa decline category (1–4) of each ISO response code; 0 where the code is missing."""
-    values = np.asarray(map_unique(network_codes, _visa_category_of), dtype=np.int8)
+    values = np.asarray(map_unique(network_codes, visa_category_of), dtype=np.int8)
     return pd.Series(values, index=network_codes.index)
