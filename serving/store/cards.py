@@ -68,25 +68,33 @@ def card_attempts(
 
 
 def planned_retries(session: Session, fingerprints: Sequence[str], after: datetime) -> list[PlannedRetryRow]:
-    """Next retries after `after` that open invoices on the cards hold (latest decision, not yet made)."""
+    """Next retries after `after` that open invoices on the cards hold (latest decision, not yet made).
+
+    The invoices with a retry planned after `after` are found first, and each one's latest decision
+    is looked up once: looking it up for every stored decision made the query quadratic in the
+    decisions of an invoice (an invoice decided 400 times took ~90 ms on SQLite).
+    """
     if not fingerprints:
         return []
     decisions, outcomes = DECISIONS, OUTCOMES
+    cards = sorted(set(fingerprints))
+    planned = (
+        decisions.c.card_fingerprint.in_(cards),
+        decisions.c.action == "retry",
+        decisions.c.retry_at > after,
+    )
+    invoices = select(decisions.c.invoice_id).where(*planned).distinct().subquery("invoices")
+    latest = select(
+        invoices.c.invoice_id, invoice_decision_value("decision_id", invoices.c.invoice_id).label("decision_id")
+    ).subquery("latest")
     made_or_paid = exists().where(
         outcomes.c.invoice_id == decisions.c.invoice_id,
         (outcomes.c.attempted_at >= decisions.c.decided_at) | outcomes.c.succeeded.is_(True),
     )
     rows = session.execute(
         select(decisions.c.card_fingerprint, decisions.c.invoice_id, decisions.c.retry_at)
-        .where(
-            and_(
-                decisions.c.card_fingerprint.in_(sorted(set(fingerprints))),
-                decisions.c.action == "retry",
-                decisions.c.retry_at > after,
-                decisions.c.decision_id == invoice_decision_value("decision_id", decisions.c.invoice_id),
-                ~made_or_paid,
-            )
-        )
+        .join(latest, latest.c.decision_id == decisions.c.decision_id)
+        .where(and_(*planned, ~made_or_paid))
         .order_by(decisions.c.retry_at, decisions.c.invoice_id)
     ).all()
     return [PlannedRetryRow(str(fp), str(inv), at) for fp, inv, at in rows]
