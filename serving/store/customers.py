@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import BindParameter, Boolean, CompoundSelect, bindparam, literal, select, union_all
+from sqlalchemy import BindParameter, Boolean, CompoundSelect, Row, bindparam, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from features.customer import EVENT_COLUMNS, invoice_events
@@ -45,27 +45,39 @@ def _customer_attempts_statement() -> CompoundSelect[str, str, datetime, bool, s
 _CUSTOMER_ATTEMPTS = _customer_attempts_statement()
 
 
+_AttemptRow = Row[str, str, datetime, bool, str | None]
+_ATTEMPT_COLUMNS = ["customer_id", "invoice_id", "attempted_at", "succeeded", "decline_code"]
+
+
+def _attempt_rows(session: Session, customer_ids: Sequence[str], until: datetime) -> Sequence[_AttemptRow]:
+    """The rows of `customer_attempts`, unordered."""
+    if not customer_ids:
+        return []
+    return session.execute(_CUSTOMER_ATTEMPTS, {"customers": sorted(set(customer_ids)), "until": until}).all()
+
+
+def _attempts_frame(rows: Sequence[_AttemptRow]) -> pd.DataFrame:
+    """`customer_attempts`' frame of its rows."""
+    if not rows:
+        return pd.DataFrame(columns=_ATTEMPT_COLUMNS)
+    frame = pd.DataFrame(rows, columns=_ATTEMPT_COLUMNS)
+    frame["attempted_at"] = pd.to_datetime(frame["attempted_at"], utc=True)
+    frame["succeeded"] = frame["succeeded"].astype(bool)
+    return frame.sort_values(["invoice_id", "attempted_at"], kind="stable").reset_index(drop=True)
+
+
 def customer_attempts(session: Session, customer_ids: Sequence[str], until: datetime) -> pd.DataFrame:
     """The customers' stored charges before `until`, plus a failure at each decision (asked after one).
 
     Columns: customer_id, invoice_id, attempted_at (UTC), succeeded, decline_code (a decision's is
     the failure it was asked about).
     """
-    columns = ["customer_id", "invoice_id", "attempted_at", "succeeded", "decline_code"]
-    if not customer_ids:
-        return pd.DataFrame(columns=columns)
-    rows = session.execute(_CUSTOMER_ATTEMPTS, {"customers": sorted(set(customer_ids)), "until": until}).all()
-    if not rows:  # a customer with no stored history (most decisions): no frame work
-        return pd.DataFrame(columns=columns)
-    frame = pd.DataFrame(rows, columns=columns)
-    frame["attempted_at"] = pd.to_datetime(frame["attempted_at"], utc=True)
-    frame["succeeded"] = frame["succeeded"].astype(bool)
-    return frame.sort_values(["invoice_id", "attempted_at"], kind="stable").reset_index(drop=True)
+    return _attempts_frame(_attempt_rows(session, customer_ids, until))
 
 
 def customer_events(session: Session, customer_ids: Sequence[str], until: datetime) -> pd.DataFrame:
     """`features.customer.EVENT_COLUMNS` of the customers' invoices known to the store before `until`."""
-    attempts = customer_attempts(session, customer_ids, until)
-    if attempts.empty:
+    rows = _attempt_rows(session, customer_ids, until)
+    if not rows:  # a customer with no stored history (most decisions): one empty frame, no attempts frame
         return pd.DataFrame(columns=list(EVENT_COLUMNS))
-    return invoice_events(attempts)
+    return invoice_events(_attempts_frame(rows))
