@@ -8,7 +8,8 @@
     Runs alternate (decide, raw, decide, raw, ...) so load hits both alike. Then a stage breakdown
     (request parsing, rules, frames, features, projection, predict, contributions, planner,
     reasons) from a second, instrumented pass, and the HTTP route's extra work (card-update
-    lookup, SQLite write, response shaping) measured in process on a scratch store.
+    lookup, card and customer history reads, SQLite write, response shaping; the route's whole
+    body, `decide_and_record`, next to `decide`) measured in process on a scratch store.
 (b) Over HTTP: `retryopt serve` (uvicorn, default settings, scratch SQLite store) on a free
     loopback port; one keep-alive `httpx.Client` alternates `POST /v1/retry-decisions` (the same
     example body) and `GET /healthz`.
@@ -271,34 +272,58 @@ def predictor_interplay(bundle: Any, matrix: np.ndarray, runs: int) -> dict[str,
 # The HTTP route's work beyond decide, in process on a scratch SQLite store
 # ----------------------------------------------------------------------------------------------
 def route_extras(request: DecisionRequest, scorer: BundleScorer, settings: Settings, runs: int) -> dict[str, float]:
-    """Median ms of the route's store read, store write (commit) and response shaping."""
-    from serving.api.decisions import card_updated_at, decision_record, new_decision_id, to_response
-    from serving.store import make_engine, session_factory, upgrade_database
+    """Median ms of the route's store reads, store write (commit), response shaping, and of its whole body
+    (`decide_and_record`) next to `decide` in the same runs. The scratch store grows by two decisions of
+    the example invoice per run, as the server's does under part (b)."""
+    from serving.api.decisions import (
+        card_histories,
+        card_updated_at,
+        customer_histories,
+        decide_and_record,
+        decision_record,
+        new_decision_id,
+        to_response,
+    )
+    from serving.metrics import create_metrics
+    from serving.store import make_engine, record_decisions, session_factory, upgrade_database
 
     with tempfile.TemporaryDirectory(prefix="retryopt-bench-store-") as scratch:
         url = f"sqlite:///{Path(scratch) / 'store.db'}"
         upgrade_database(url)
         engine = make_engine(url)
         sessions = session_factory(engine)
+        metrics = create_metrics()
         clock = datetime.now(UTC)
         decision = decide(request, scorer, settings, clock)
         times: dict[str, list[float]] = defaultdict(list)
-        from serving.store import record_decisions
-
         for i in range(runs + 10):
             with sessions() as session:
                 t0 = time.perf_counter()
                 card_updated_at(session, [request])
                 t1 = time.perf_counter()
+                card_histories(session, [request], clock)
+                t2 = time.perf_counter()
+                customer_histories(session, [request], clock)
+                t3 = time.perf_counter()
                 decision_id = new_decision_id()
                 record_decisions(session, [decision_record(request, decision, decision_id, clock)])
-                t2 = time.perf_counter()
+                t4 = time.perf_counter()
                 to_response(decision, decision_id).model_dump_json()
-                t3 = time.perf_counter()
+                t5 = time.perf_counter()
+            with sessions() as session:
+                t6 = time.perf_counter()
+                decide_and_record([request], scorer, settings, clock, metrics, session, batch=False)
+                t7 = time.perf_counter()
+            decide(request, scorer, settings, clock)
+            t8 = time.perf_counter()
             if i >= 10:
                 times["store: card-update lookup (SELECT)"].append(t1 - t0)
-                times["store: record decision (INSERT + COMMIT, WAL, synchronous=FULL)"].append(t2 - t1)
-                times["response: to_response + JSON"].append(t3 - t2)
+                times["store: card histories (attempts + planned retries)"].append(t2 - t1)
+                times["store: customer histories (SELECT + frames)"].append(t3 - t2)
+                times["store: record decision (INSERT + COMMIT, WAL, synchronous=FULL)"].append(t4 - t3)
+                times["response: to_response + JSON"].append(t5 - t4)
+                times["decide_and_record (the route's body, all of the above)"].append(t7 - t6)
+                times["decide (same runs)"].append(t8 - t7)
         engine.dispose()
     return {name: p50(values) * MS for name, values in times.items()}
 

@@ -9,12 +9,13 @@ from typing import Any
 from uuid import uuid4
 
 import pandas as pd
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from features.customer import customer_history
-from serving.deps import ClockDep, MetricsDep, ScorerDep, SessionDep, SettingsDep
+from serving.deps import ClockDep, MetricsDep, ScorerDep, SettingsDep
 from serving.metrics import Metrics
 from serving.policy import Decision, decide_batch
 from serving.policy.card import NO_HISTORY, CardAttempt, CardHistory
@@ -229,28 +230,55 @@ def decide_and_record(
     return [to_response(decision, decision_id) for decision, decision_id in zip(decisions, ids, strict=True)]
 
 
+def _decide_json(
+    requests: list[DecisionRequest],
+    scorer: Scorer,
+    settings: Settings,
+    clock: datetime,
+    metrics: Metrics,
+    sessions: sessionmaker[Session],
+    *,
+    batch: bool,
+) -> bytes:
+    """The routes' whole blocking part, in one worker thread: a store session, decide and record, the JSON body."""
+    with sessions() as session:
+        decisions = decide_and_record(requests, scorer, settings, clock, metrics, session, batch=batch)
+    if batch:
+        return BatchDecisionResponse(decisions=decisions).model_dump_json().encode()
+    return decisions[0].model_dump_json().encode()
+
+
+# The routes are `async def` and run their blocking part with one `run_in_threadpool` call: as plain
+# `def` routes with a session dependency, FastAPI hopped to its threadpool for the route, for the
+# session's opening and closing, and for re-validating the returned model against `response_model`.
+# The body is serialised once, by the model that made it; `response_model` still documents it.
 @router.post("/retry-decisions", response_model=DecisionResponse, responses=ERROR_RESPONSES)
-def create_retry_decision(
+async def create_retry_decision(
+    request: Request,
     body: DecisionRequest,
     settings: SettingsDep,
     scorer: ScorerDep,
     metrics: MetricsDep,
     clock: ClockDep,
-    session: SessionDep,
-) -> DecisionResponse:
+) -> Response:
     """Decide whether and when to retry a failed recurring payment, with the planned schedule and why."""
-    return decide_and_record([body], scorer, settings, clock, metrics, session, batch=False)[0]
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    content = await run_in_threadpool(_decide_json, [body], scorer, settings, clock, metrics, sessions, batch=False)
+    return Response(content, media_type="application/json")
 
 
 @router.post("/retry-decisions/batch", response_model=BatchDecisionResponse, responses=ERROR_RESPONSES)
-def create_retry_decisions(
+async def create_retry_decisions(
+    request: Request,
     body: BatchDecisionRequest,
     settings: SettingsDep,
     scorer: ScorerDep,
     metrics: MetricsDep,
     clock: ClockDep,
-    session: SessionDep,
-) -> BatchDecisionResponse:
+) -> Response:
     """Decide many invoices at once (one model call for all); decisions come back in request order."""
-    decisions = decide_and_record(body.requests, scorer, settings, clock, metrics, session, batch=True)
-    return BatchDecisionResponse(decisions=decisions)
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    content = await run_in_threadpool(
+        _decide_json, body.requests, scorer, settings, clock, metrics, sessions, batch=True
+    )
+    return Response(content, media_type="application/json")

@@ -12,11 +12,58 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Boolean, literal, select, union_all
+from sqlalchemy import BindParameter, Boolean, CompoundSelect, Row, bindparam, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from features.customer import EVENT_COLUMNS, invoice_events
 from serving.store.models import DECISIONS, OUTCOMES
+
+
+def _customer_attempts_statement() -> CompoundSelect[str, str, datetime, bool, str | None]:
+    """The customers' (`:customers`) charges before `:until`, and a failure at each of their decisions."""
+    customers: BindParameter[list[str]] = bindparam("customers", expanding=True)
+    until: BindParameter[datetime] = bindparam("until")
+    outcomes = select(
+        OUTCOMES.c.customer_id,
+        OUTCOMES.c.invoice_id,
+        OUTCOMES.c.attempted_at,
+        OUTCOMES.c.succeeded,
+        OUTCOMES.c.decline_code,
+    ).where(OUTCOMES.c.customer_id.in_(customers), OUTCOMES.c.attempted_at < until)
+    # Each decision was asked right after a failure whose code it stores: a failure at decided_at.
+    decided = select(
+        DECISIONS.c.customer_id,
+        DECISIONS.c.invoice_id,
+        DECISIONS.c.decided_at.label("attempted_at"),
+        literal(False, Boolean).label("succeeded"),
+        DECISIONS.c.decline_code,
+    ).where(DECISIONS.c.customer_id.in_(customers), DECISIONS.c.decided_at < until)
+    return union_all(outcomes, decided)
+
+
+# Built once (it runs on every decision): building it took most of the read's time.
+_CUSTOMER_ATTEMPTS = _customer_attempts_statement()
+
+
+_AttemptRow = Row[str, str, datetime, bool, str | None]
+_ATTEMPT_COLUMNS = ["customer_id", "invoice_id", "attempted_at", "succeeded", "decline_code"]
+
+
+def _attempt_rows(session: Session, customer_ids: Sequence[str], until: datetime) -> Sequence[_AttemptRow]:
+    """The rows of `customer_attempts`, unordered."""
+    if not customer_ids:
+        return []
+    return session.execute(_CUSTOMER_ATTEMPTS, {"customers": sorted(set(customer_ids)), "until": until}).all()
+
+
+def _attempts_frame(rows: Sequence[_AttemptRow]) -> pd.DataFrame:
+    """`customer_attempts`' frame of its rows."""
+    if not rows:
+        return pd.DataFrame(columns=_ATTEMPT_COLUMNS)
+    frame = pd.DataFrame(rows, columns=_ATTEMPT_COLUMNS)
+    frame["attempted_at"] = pd.to_datetime(frame["attempted_at"], utc=True)
+    frame["succeeded"] = frame["succeeded"].astype(bool)
+    return frame.sort_values(["invoice_id", "attempted_at"], kind="stable").reset_index(drop=True)
 
 
 def customer_attempts(session: Session, customer_ids: Sequence[str], until: datetime) -> pd.DataFrame:
@@ -25,37 +72,12 @@ def customer_attempts(session: Session, customer_ids: Sequence[str], until: date
     Columns: customer_id, invoice_id, attempted_at (UTC), succeeded, decline_code (a decision's is
     the failure it was asked about).
     """
-    columns = ["customer_id", "invoice_id", "attempted_at", "succeeded", "decline_code"]
-    if not customer_ids:
-        return pd.DataFrame(columns=columns)
-    wanted = sorted(set(customer_ids))
-    outcomes = select(
-        OUTCOMES.c.customer_id,
-        OUTCOMES.c.invoice_id,
-        OUTCOMES.c.attempted_at,
-        OUTCOMES.c.succeeded,
-        OUTCOMES.c.decline_code,
-    ).where(OUTCOMES.c.customer_id.in_(wanted), OUTCOMES.c.attempted_at < until)
-    # Each decision was asked right after a failure whose code it stores: a failure at decided_at.
-    decided = select(
-        DECISIONS.c.customer_id,
-        DECISIONS.c.invoice_id,
-        DECISIONS.c.decided_at.label("attempted_at"),
-        literal(False, Boolean).label("succeeded"),
-        DECISIONS.c.decline_code,
-    ).where(DECISIONS.c.customer_id.in_(wanted), DECISIONS.c.decided_at < until)
-    rows = session.execute(union_all(outcomes, decided)).all()
-    if not rows:  # a customer with no stored history (most decisions): no frame work
-        return pd.DataFrame(columns=columns)
-    frame = pd.DataFrame(rows, columns=columns)
-    frame["attempted_at"] = pd.to_datetime(frame["attempted_at"], utc=True)
-    frame["succeeded"] = frame["succeeded"].astype(bool)
-    return frame.sort_values(["invoice_id", "attempted_at"], kind="stable").reset_index(drop=True)
+    return _attempts_frame(_attempt_rows(session, customer_ids, until))
 
 
 def customer_events(session: Session, customer_ids: Sequence[str], until: datetime) -> pd.DataFrame:
     """`features.customer.EVENT_COLUMNS` of the customers' invoices known to the store before `until`."""
-    attempts = customer_attempts(session, customer_ids, until)
-    if attempts.empty:
+    rows = _attempt_rows(session, customer_ids, until)
+    if not rows:  # a customer with no stored history (most decisions): one empty frame, no attempts frame
         return pd.DataFrame(columns=list(EVENT_COLUMNS))
-    return invoice_events(attempts)
+    return invoice_events(_attempts_frame(rows))
