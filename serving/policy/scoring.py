@@ -68,21 +68,30 @@ class BundleScorer:
 def attempts_frame(request: DecisionRequest, key: str | None = None) -> pd.DataFrame:
     """The invoice's attempts as contract §1 rows (all failed), oldest first.
 
-    `key` replaces the invoice id, so the requests of a batch never share a history.
+    `key` replaces the invoice id, so the requests of a batch never share a history. Text columns
+    are object arrays (None when missing), as in `history_frame`: building pandas string arrays
+    for a handful of rows cost more than the rules that read them.
     """
     rows = request.attempts
+    n = len(rows)
+
+    def text(values: list[str | None]) -> npt.NDArray[np.object_]:
+        out = np.empty(n, dtype=object)
+        out[:] = values
+        return out
+
     return pd.DataFrame(
         {
-            "invoice_id": pd.Series([key or request.invoice_id] * len(rows), dtype="string"),
-            "customer_id": pd.Series([request.customer_id] * len(rows), dtype="string"),
-            "attempt_id": pd.Series([a.attempt_id for a in rows], dtype="string"),
+            "invoice_id": text([key or request.invoice_id] * n),
+            "customer_id": text([request.customer_id] * n),
+            "attempt_id": text([a.attempt_id for a in rows]),
             "attempted_at": pd.to_datetime([a.attempted_at for a in rows], utc=True),
             "amount": request.amount,
             "currency": request.currency,
             "succeeded": False,
-            "decline_code": pd.Series([a.decline_code for a in rows], dtype="string"),
-            "network_decline_code": pd.Series([a.network_decline_code for a in rows], dtype="string"),
-            "merchant_advice_code": pd.Series([a.merchant_advice_code for a in rows], dtype="string"),
+            "decline_code": text([a.decline_code for a in rows]),
+            "network_decline_code": text([a.network_decline_code for a in rows]),
+            "merchant_advice_code": text([a.merchant_advice_code for a in rows]),
             "card_brand": request.card.brand,
             "card_funding": request.card.funding,
             "card_country": request.card.country,
@@ -90,7 +99,8 @@ def attempts_frame(request: DecisionRequest, key: str | None = None) -> pd.DataF
             "card_exp_year": request.card.exp_year,
             "card_fingerprint": request.card.fingerprint,
             "customer_timezone": request.customer_timezone,
-        }
+        },
+        copy=False,
     )
 
 
