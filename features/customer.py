@@ -117,10 +117,18 @@ def customer_history(events: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFram
         np.concatenate([queries["customer_id"].astype(str).to_numpy(), events["customer_id"].astype(str).to_numpy()]),
         return_inverse=True,
     )
-    q_code, e_code = codes[:n], codes[n:]
+    q_code, e_code = codes[:n].astype(np.int64), codes[n:].astype(np.int64)
+    # One ranking of every time searched (event and query times share it), so that a (customer,
+    # time) pair packs into one sortable int64: customer × span + rank.
+    _, rank = np.unique(np.concatenate([failed, recovered, q_at]), return_inverse=True)
+    span = int(rank.max()) + 2
+    failed_key = e_code * span + rank[: failed.size]
+    recovered_key = e_code * span + rank[failed.size : failed.size + recovered.size]
+    q_key = q_code * span + rank[failed.size + recovered.size :]
+    q_start = q_code * span  # before any time of the query's customer
     was_recovered = recovered != _NAT
     funds = was_recovered & (short != _NAT)
-    latest = _latest_before(e_code[funds], recovered[funds], q_code, q_at)
+    latest = _latest_before(recovered_key[funds], q_key, q_start)
     found = latest >= 0
     back = np.full(n, _NAT, dtype=np.int64)
     short_then = np.full(n, _NAT, dtype=np.int64)
@@ -128,10 +136,8 @@ def customer_history(events: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFram
     short_then[found] = short[funds][latest[found]]
     return pd.DataFrame(
         {
-            "customer_prior_failed_invoices": _count_before(e_code, failed, q_code, q_at).astype(np.float64),
-            "customer_prior_recoveries": _count_before(
-                e_code[was_recovered], recovered[was_recovered], q_code, q_at
-            ).astype(np.float64),
+            "customer_prior_failed_invoices": _count_before(failed_key, q_key, q_start).astype(np.float64),
+            "customer_prior_recoveries": _count_before(recovered_key[was_recovered], q_key, q_start).astype(np.float64),
             "customer_funds_short_at": _as_timestamps(short_then),
             "customer_funds_back_at": _as_timestamps(back),
         },
@@ -139,34 +145,20 @@ def customer_history(events: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFram
     )
 
 
-def _ranked_keys(
-    e_code: np.ndarray, e_at: np.ndarray, q_code: np.ndarray, q_at: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Sortable int64 keys (customer, time rank) for events and queries, and the ranks' span."""
-    _, rank = np.unique(np.concatenate([e_at, q_at]), return_inverse=True)
-    span = int(rank.max()) + 2 if rank.size else 2
-    keys = np.concatenate([e_code, q_code]).astype(np.int64) * span + rank
-    return keys[: e_at.size], keys[e_at.size :], span
+def _count_before(e_key: np.ndarray, q_key: np.ndarray, q_start: np.ndarray) -> np.ndarray:
+    """Per query: events of its customer strictly before its time (keys: customer × span + time rank)."""
+    ordered = np.sort(e_key)
+    return np.searchsorted(ordered, q_key, side="left") - np.searchsorted(ordered, q_start, side="left")
 
 
-def _count_before(e_code: np.ndarray, e_at: np.ndarray, q_code: np.ndarray, q_at: np.ndarray) -> np.ndarray:
-    """Per query: events of its customer strictly before its time."""
-    e_key, q_key, span = _ranked_keys(e_code, e_at, q_code, q_at)
-    e_key.sort()
-    return np.searchsorted(e_key, q_key, side="left") - np.searchsorted(
-        e_key, q_code.astype(np.int64) * span, side="left"
-    )
-
-
-def _latest_before(e_code: np.ndarray, e_at: np.ndarray, q_code: np.ndarray, q_at: np.ndarray) -> np.ndarray:
+def _latest_before(e_key: np.ndarray, q_key: np.ndarray, q_start: np.ndarray) -> np.ndarray:
     """Per query: the index of its customer's latest event strictly before its time, -1 if none."""
-    if e_code.size == 0:
-        return np.full(q_code.size, -1, dtype=np.intp)
-    e_key, q_key, _ = _ranked_keys(e_code, e_at, q_code, q_at)
+    if e_key.size == 0:
+        return np.full(q_key.size, -1, dtype=np.intp)
     order = np.argsort(e_key, kind="stable")
     idx = np.searchsorted(e_key[order], q_key, side="left") - 1
     ok = idx >= 0
-    ok[ok] = e_code[order][idx[ok]] == q_code[ok]
+    ok[ok] = e_key[order][idx[ok]] >= q_start[ok]  # the event before is the same customer's
     return np.where(ok, order[np.maximum(idx, 0)], -1)
 
 

@@ -134,7 +134,9 @@ def _first_attempt_of(attempts: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
     first_of_group[sorted_codes[is_first]] = order[is_first]
     row_codes = pd.Index(uniques).get_indexer(rows["invoice_id"])
     picked = at.iloc[first_of_group[row_codes]]
-    return pd.Series(picked.to_numpy(), index=rows.index, dtype=at.dtype, name=rows["invoice_id"].name)
+    # `.array` keeps the datetime64 values; `.to_numpy()` of a tz-aware column boxes every one of
+    # them as a Timestamp and back (~3 s of the 1M-attempt table).
+    return pd.Series(picked.array, index=rows.index, name=rows["invoice_id"].name)
 
 
 def time_split(first_failure: pd.Series, fractions: tuple[float, ...]) -> pd.Series:
