@@ -213,7 +213,8 @@ def _memo_map(kind: str, keys: np.ndarray, compute: Callable[[list[Any]], Sequen
     """
     memo = _MEMO.setdefault(kind, {})
     codes, uniques = pd.factorize(keys, use_na_sentinel=False)
-    distinct = list(uniques)
+    # factorize turns a None key into a fresh float NaN, which no dict lookup finds again.
+    distinct = [None if isinstance(key, float) and key != key else key for key in uniques]
     looked_up = {key: memo.get(key, _UNKNOWN) for key in distinct}
     known = {key: value for key, value in looked_up.items() if value is not _UNKNOWN}
     new = [key for key in looked_up if key not in known]

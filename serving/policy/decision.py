@@ -42,7 +42,6 @@ from serving.policy.rules import (
 from serving.policy.scoring import (
     FloatArray,
     Scorer,
-    attempts_frame,
     contexts_frame,
     history_frame,
     last_decline_categories,
@@ -204,7 +203,7 @@ def _prepare(
 ) -> Decision | _Pending:
     """Rules, budget and window: a stop decision, or what the model must score."""
     ctx = resolve_context(request, settings, clock)
-    attempts = attempts_frame(request, key=str(index))
+    attempts = history_frame([request], [str(index)])  # the columns the rules read
     fresh_card = card_updated_at is not None and pd.Timestamp(card_updated_at) > ctx.last_attempt
     if fresh_card and card_updated_at is not None:
         # A new card since the last failure: the old card's declines and spacing no longer apply.
