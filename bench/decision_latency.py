@@ -61,7 +61,6 @@ from _common import (  # noqa: E402
 import features.candidates as candidates_module  # noqa: E402
 import serving.policy.decision as decision_module  # noqa: E402
 import serving.policy.reasons as reasons_module  # noqa: E402
-import serving.policy.scoring as scoring_module  # noqa: E402
 from features.bundle import calibrate, feature_matrix, load_bundle  # noqa: E402
 from features.candidates import FEATURE_COLUMNS, build_retry_features, candidate_times, project_retries  # noqa: E402
 from serving.policy.context import resolve_context  # noqa: E402
@@ -133,11 +132,11 @@ def instrumented(stages: Stages) -> Iterator[None]:
     targets = [
         (decision_module, "resolve_context", "rules: context + checks"),
         (decision_module, "evaluate_rules", "rules: decline/network rules"),
-        (decision_module, "attempts_frame", "frames: attempts_frame"),
-        (scoring_module, "contexts_frame", "frames: contexts_frame"),
-        (candidates_module, "retry_feature_matrix", "features: retry_feature_matrix"),
-        (scoring_module, "last_decline_categories", "features: last_decline_category"),
-        (candidates_module, "project_retry_rows", "projection: project_retry_rows"),
+        (decision_module, "history_frame", "frames: history_frame (attempt rows: rules, features)"),
+        (decision_module, "contexts_frame", "frames: contexts_frame"),
+        (decision_module, "retry_feature_matrix", "features: retry_feature_matrix"),
+        (decision_module, "last_decline_categories", "features: last_decline_category"),
+        (decision_module, "project_retry_rows", "projection: project_retry_rows"),
         (decision_module, "plan_retries", "planner: plan_retries"),
         (reasons_module, "model_reasons", "reasons: model_reasons"),
         # inside retry_feature_matrix (nested; not added to the top-level sum)
@@ -146,7 +145,8 @@ def instrumented(stages: Stages) -> Iterator[None]:
         (candidates_module, "local_wall_time", "  features/ local_wall_time"),
         (candidates_module, "calendar_features", "  features/ calendar_features"),
     ]
-    # _score imports the library's functions when it runs, so wrapping the modules' attributes reaches it.
+    # Each function is wrapped where it is looked up when called: decision.py's own names for what it
+    # imports, the feature library's module for the calls inside retry_feature_matrix.
     targets = [t for t in targets if hasattr(t[0], t[1])]
     saved = [(module, attr, getattr(module, attr)) for module, attr, _ in targets]
     try:
@@ -196,7 +196,7 @@ TOP_LEVEL = (
     "request parsing: DecisionRequest.model_validate_json",
     "rules: context + checks",
     "rules: decline/network rules",
-    "frames: attempts_frame",
+    "frames: history_frame (attempt rows: rules, features)",
     "frames: contexts_frame",
     "features: retry_feature_matrix",
     "features: last_decline_category",
