@@ -35,6 +35,7 @@ from serving.app import create_app
 from serving.dashboard import BAR_COLOR, WORKLIST_ROWS, bar_chart, line_chart
 from serving.settings import Settings
 from serving.store import DecisionRecord, record_decisions
+from tests.records import decision_record
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -409,28 +410,17 @@ WORK_NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 def open_decision(index: int, *, customer: str | None = None, stop: bool = False) -> DecisionRecord:
     """A decision a day before WORK_NOW with its window still open; recovery_probability grows with the index."""
-    decided_at = WORK_NOW - timedelta(days=1)
-    retry_at = None if stop else WORK_NOW + timedelta(hours=index + 1)
-    return DecisionRecord(
-        decision_id=f"dec_{index}",
-        invoice_id=f"in_w{index:02d}",
+    return decision_record(
+        f"dec_{index}",
+        f"in_w{index:02d}",
+        WORK_NOW - timedelta(days=1),
         customer_id=customer or f"cus_w{index}",
-        card_brand="visa",
-        decline_code="insufficient_funds",
-        attempt_count=1,
         amount=10_000,
-        currency="usd",
-        decided_at=decided_at,
         action="stop" if stop else "retry",
-        retry_at=retry_at,
+        retry_at=None if stop else WORK_NOW + timedelta(hours=index + 1),
         success_probability=None if stop else 0.2,
         expected_recovered_amount=0,
-        schedule=[],
-        reasons=["test"],
-        model_version="m1",
-        policy="learned",
         window_end=WORK_NOW + timedelta(days=5),
-        max_retries=4,
         next_step="request_new_payment_method" if stop else None,
         recovery_probability=0.0 if stop else index / 100,
     )

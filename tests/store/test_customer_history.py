@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from features.customer import customer_history
 from serving.store import DecisionRecord, OutcomeRecord, record_decision, record_outcome
 from serving.store.customers import customer_events
+from tests.records import decision_record, outcome_record
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -18,42 +19,11 @@ H = timedelta(hours=1)
 def _outcome(
     attempt_id: str, invoice: str, customer: str, at: datetime, ok: bool, code: str = "insufficient_funds"
 ) -> OutcomeRecord:
-    return OutcomeRecord(
-        attempt_id=attempt_id,
-        invoice_id=invoice,
-        customer_id=customer,
-        attempted_at=at,
-        succeeded=ok,
-        amount=1000,
-        currency="usd",
-        decline_code=None if ok else code,
-        network_decline_code=None,
-        merchant_advice_code=None,
-    )
+    return outcome_record(attempt_id, invoice, at, ok, customer_id=customer, decline_code=None if ok else code)
 
 
 def _decision(invoice: str, customer: str, at: datetime) -> DecisionRecord:
-    return DecisionRecord(
-        decision_id=f"dec_{invoice}_{at.timestamp():.0f}",
-        invoice_id=invoice,
-        customer_id=customer,
-        card_brand="visa",
-        decline_code="insufficient_funds",
-        attempt_count=1,
-        amount=1000,
-        currency="usd",
-        decided_at=at,
-        action="retry",
-        retry_at=at + 24 * H,
-        success_probability=0.3,
-        expected_recovered_amount=300,
-        schedule=[],
-        reasons=[],
-        model_version="m",
-        policy="learned",
-        window_end=at + 14 * 24 * H,
-        max_retries=4,
-    )
+    return decision_record(f"dec_{invoice}_{at.timestamp():.0f}", invoice, at, customer_id=customer)
 
 
 def test_customer_events_from_outcomes_and_decisions(session: Session) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,35 +9,23 @@ from sqlalchemy.orm import Session
 
 from serving.store import DecisionRecord, OutcomeRecord, record_decisions, record_outcome
 from serving.store.cards import planned_retries
+from tests.records import decision_record
 
 AT = datetime(2026, 11, 1, 14, 0, tzinfo=UTC)
 H = timedelta(hours=1)
 
 
 def decision(decision_id: str, invoice: str, decided_at: datetime, **changes: Any) -> DecisionRecord:
-    base = DecisionRecord(
-        decision_id=decision_id,
-        invoice_id=invoice,
-        customer_id="cus_1",
-        card_brand="visa",
-        card_fingerprint="fp_1",
-        decline_code="insufficient_funds",
-        attempt_count=1,
-        amount=4900,
-        currency="usd",
-        decided_at=decided_at,
-        action="retry",
-        retry_at=decided_at + 48 * H,
-        success_probability=0.4,
-        expected_recovered_amount=2000,
-        schedule=[],
-        reasons=[],
-        model_version="m",
-        policy="learned",
-        window_end=AT + 14 * 24 * H,
-        max_retries=4,
-    )
-    return replace(base, **changes)
+    fields: dict[str, Any] = {
+        "card_fingerprint": "fp_1",
+        "amount": 4900,
+        "retry_at": decided_at + 48 * H,
+        "success_probability": 0.4,
+        "expected_recovered_amount": 2000,
+        "window_end": AT + 14 * 24 * H,
+        **changes,
+    }
+    return decision_record(decision_id, invoice, decided_at, **fields)
 
 
 def test_only_each_open_invoices_latest_decision_counts(session: Session) -> None:
