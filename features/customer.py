@@ -113,9 +113,9 @@ def customer_history(events: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFram
     failed = _utc_ns(events["failed_at"])
     recovered = _utc_ns(events["recovered_at"])
     short = _utc_ns(events["short_at"])
-    _, codes = np.unique(
-        np.concatenate([queries["customer_id"].astype(str).to_numpy(), events["customer_id"].astype(str).to_numpy()]),
-        return_inverse=True,
+    # Any consistent integer per customer will do (keys only group by it): hashing beats sorting strings.
+    codes, _ = pd.factorize(
+        np.concatenate([queries["customer_id"].astype(str).to_numpy(), events["customer_id"].astype(str).to_numpy()])
     )
     q_code, e_code = codes[:n].astype(np.int64), codes[n:].astype(np.int64)
     # One ranking of every time searched (event and query times share it), so that a (customer,
