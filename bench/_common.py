@@ -224,11 +224,10 @@ def served_bundle(compiled: bool = True) -> Any:
     (compiled into the service's cache first when missing; the bench waits, serving does not),
     or LightGBM only (`compiled=False`)."""
     from features.bundle import load_bundle
-    from features.compiled import Compiler, default_cache_dir
 
     bundle = load_bundle(REPO / "models" / "default")
     if compiled:
-        Compiler(default_cache_dir()).run(bundle.compiled, bundle.model_file, bundle.booster)
+        bundle.compile_now()
         if bundle.compiled.predictor is None:
             raise RuntimeError(f"compiled inference {bundle.compiled.state}: {bundle.compiled.detail}")
     return bundle

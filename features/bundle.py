@@ -52,6 +52,13 @@ class Bundle:
         """The LightGBM model text inside the bundle."""
         return self.path / MODEL_FILE
 
+    def compile_now(self, cache_dir: Path | None = None) -> None:
+        """Compile the model (or load it from the cache) in this thread, for batch work that should not
+        start on LightGBM; a failure leaves LightGBM predicting and says why in `compiled`."""
+        from features.compiled import Compiler, default_cache_dir
+
+        Compiler(cache_dir or default_cache_dir()).run(self.compiled, self.model_file, self.booster)
+
     def raw_probability(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Uncalibrated booster probability of each row: the compiled model when it is ready, else LightGBM."""
         matrix = feature_matrix(features)

@@ -499,11 +499,7 @@ def build_policy(
 
         bundle = load_bundle(bundle_dir)
         if settings.compiled_inference:
-            # As served: the compiled model once it is ready (blocking here; LightGBM if it fails).
-            from features.compiled import Compiler, default_cache_dir
-
-            compiler = Compiler(settings.compiled_cache_dir or default_cache_dir())
-            compiler.run(bundle.compiled, bundle.model_file, bundle.booster)
+            bundle.compile_now(settings.compiled_cache_dir)  # as served, but ready before the first decision
         scorer = BundleScorer(bundle)
         return decision_policy(held.world, lambda _batch: scorer, settings, config.batch_size), scorer.model_version
     if name == "oracle":

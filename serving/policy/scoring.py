@@ -65,33 +65,34 @@ class BundleScorer:
         return self.bundle.contributions(features)
 
 
+def _objects(values: Sequence[object]) -> npt.NDArray[np.object_]:
+    """Values as a 1-d object array, kept as they are (None stays None): the cheapest column for a few rows."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 def attempts_frame(request: DecisionRequest, key: str | None = None) -> pd.DataFrame:
     """The invoice's attempts as contract §1 rows (all failed), oldest first.
 
     `key` replaces the invoice id, so the requests of a batch never share a history. Text columns
-    are object arrays (None when missing), as in `history_frame`: building pandas string arrays
-    for a handful of rows cost more than the rules that read them.
+    are object arrays (None when missing), as in `history_frame`. The decision path reads the
+    narrower `history_frame`; this full frame serves tests and the benchmarks' reference path.
     """
     rows = request.attempts
     n = len(rows)
-
-    def text(values: list[str | None]) -> npt.NDArray[np.object_]:
-        out = np.empty(n, dtype=object)
-        out[:] = values
-        return out
-
     return pd.DataFrame(
         {
-            "invoice_id": text([key or request.invoice_id] * n),
-            "customer_id": text([request.customer_id] * n),
-            "attempt_id": text([a.attempt_id for a in rows]),
+            "invoice_id": _objects([key or request.invoice_id] * n),
+            "customer_id": _objects([request.customer_id] * n),
+            "attempt_id": _objects([a.attempt_id for a in rows]),
             "attempted_at": pd.to_datetime([a.attempted_at for a in rows], utc=True),
             "amount": request.amount,
             "currency": request.currency,
             "succeeded": False,
-            "decline_code": text([a.decline_code for a in rows]),
-            "network_decline_code": text([a.network_decline_code for a in rows]),
-            "merchant_advice_code": text([a.merchant_advice_code for a in rows]),
+            "decline_code": _objects([a.decline_code for a in rows]),
+            "network_decline_code": _objects([a.network_decline_code for a in rows]),
+            "merchant_advice_code": _objects([a.merchant_advice_code for a in rows]),
             "card_brand": request.card.brand,
             "card_funding": request.card.funding,
             "card_country": request.card.country,
@@ -113,11 +114,8 @@ def history_frame(requests: Sequence[DecisionRequest], keys: Sequence[str]) -> p
     keyed = [(key, a) for request, key in zip(requests, keys, strict=True) for a in request.attempts]
     columns: dict[str, object] = {}
     for name in ("decline_code", "network_decline_code", "merchant_advice_code"):
-        values = np.empty(len(keyed), dtype=object)
-        values[:] = [getattr(a, name) for _, a in keyed]
-        columns[name] = values
-    invoice = np.empty(len(keyed), dtype=object)
-    invoice[:] = [key for key, _ in keyed]
+        columns[name] = _objects([getattr(a, name) for _, a in keyed])
+    invoice = _objects([key for key, _ in keyed])
     at = pd.to_datetime([a.attempted_at for _, a in keyed], utc=True)
     return pd.DataFrame({"invoice_id": invoice, **columns, "attempted_at": at}, copy=False)
 
@@ -143,11 +141,6 @@ def contexts_frame(requests: Sequence[DecisionRequest], keys: Sequence[str]) -> 
     """
     cards = [r.card for r in requests]
 
-    def text(values: list[str | None]) -> npt.NDArray[np.object_]:
-        out = np.empty(len(values), dtype=object)
-        out[:] = values
-        return out
-
     def number(values: list[int | None]) -> FloatArray:
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
@@ -155,16 +148,16 @@ def contexts_frame(requests: Sequence[DecisionRequest], keys: Sequence[str]) -> 
     # through the same conversions whatever its dtype, and a request's frame stays cheap to build.
     return pd.DataFrame(
         {
-            "invoice_id": text(list(keys)),
+            "invoice_id": _objects(list(keys)),
             "amount": np.array([r.amount for r in requests], dtype=np.int64),
-            "currency": text([r.currency for r in requests]),
-            "card_brand": text([c.brand for c in cards]),
-            "card_funding": text([c.funding for c in cards]),
-            "card_country": text([c.country for c in cards]),
+            "currency": _objects([r.currency for r in requests]),
+            "card_brand": _objects([c.brand for c in cards]),
+            "card_funding": _objects([c.funding for c in cards]),
+            "card_country": _objects([c.country for c in cards]),
             "card_exp_month": number([c.exp_month for c in cards]),
             "card_exp_year": number([c.exp_year for c in cards]),
-            "customer_timezone": text([r.customer_timezone for r in requests]),
-            "billing_interval": text([r.billing_interval for r in requests]),
+            "customer_timezone": _objects([r.customer_timezone for r in requests]),
+            "billing_interval": _objects([r.billing_interval for r in requests]),
             "customer_created_at": pd.Series(
                 [pd.Timestamp(r.customer_created_at) if r.customer_created_at else pd.NaT for r in requests],
                 dtype="datetime64[us, UTC]",
