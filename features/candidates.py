@@ -420,11 +420,11 @@ def project_retries(
 ) -> pd.DataFrame:
     """Features of the k-th retry from now at each row's time, given k planned retries fail first.
 
-    Approximation used by the planner: the retries before the k-th fail with the same decline
-    category as the latest one, `spacing_hours` before it. So `retry_number` and the matching
-    decline counter grow by k and, for k > 0, `hours_since_last_attempt` is the spacing; the
-    calendar, card and first-attempt features are exact at every slot. Rows with k = 0 are
-    returned unchanged.
+    Approximation used by the planner: the k retries before it fail with the same decline
+    category as the latest one, evenly spread since the last real attempt and at least
+    `spacing_hours` apart. So `retry_number` and the matching decline counter grow by k and, for
+    k > 0, `hours_since_last_attempt` is max(spacing, wait / (k + 1)); the calendar, card and
+    first-attempt features are exact at every slot. Rows with k = 0 are returned unchanged.
     """
     out = features.to_numpy(dtype=np.float64, copy=True)
     position = {name: i for i, name in enumerate(features.columns)}
@@ -459,7 +459,10 @@ def _project_in_place(
     k = np.asarray(retry_index, dtype=np.float64)
     out[:, position["retry_number"]] += k
     later = k > 0
-    out[later, position["hours_since_last_attempt"]] = np.broadcast_to(spacing_hours, k.shape)[later]
+    # The k planned retries before this one split the time since the last real attempt evenly,
+    # each at least the spacing apart: a slot far out is not scored as if money were short a day ago.
+    gap = out[later, position["hours_since_last_attempt"]] / (k[later] + 1.0)
+    out[later, position["hours_since_last_attempt"]] = np.maximum(np.broadcast_to(spacing_hours, k.shape)[later], gap)
     category = np.asarray(last_category, dtype=object)
     for name, counter in _COUNTER_OF_CATEGORY.items():
         rows = category == name

@@ -392,8 +392,8 @@ class OracleScorer:
     """A Scorer answering with the simulator's true probabilities: the policy's best case with this planner.
 
     Slot k > 0 uses the planner's own approximation (k more failures with the same decline and
-    advice codes, the last `spacing_hours` before the slot), so the oracle differs from the learned
-    policy only in knowing the truth.
+    advice codes, evenly spaced since the last real attempt and at least `spacing_hours` apart), so
+    the oracle differs from the learned policy only in knowing the truth.
     """
 
     def __init__(self, world: World, requests: Sequence[DecisionRequest], spacing_hours: float) -> None:
@@ -416,7 +416,10 @@ class OracleScorer:
         req = slots["request"].to_numpy(dtype=np.int64)
         k = slots["retry_index"].to_numpy(dtype=np.int64)
         at = _utc_ns(slots["candidate_at"])
-        last = np.where(k == 0, self._last_at[req], at - self._spacing)
+        # As `features.candidates.project_retries`: k planned failures split the time since the
+        # last real attempt evenly, at least the spacing apart.
+        gap = np.maximum(self._spacing, (at - self._last_at[req]) // (k + 1))
+        last = np.where(k == 0, self._last_at[req], at - gap)
         return self._world.success_probability(
             self._ids[req], _index(at), self._attempts[req] + k, _index(last), self._code[req], self._advice[req]
         )

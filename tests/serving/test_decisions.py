@@ -62,7 +62,9 @@ class TestRetry:
         assert data["model_version"] == "test-0"
         assert data["next_step"] in ("none", "notify_customer")
         assert 0 < data["recovery_probability"] <= 1
-        assert data["expected_recovered_amount"] == round(request_body["amount"] * data["recovery_probability"])
+        # The amount is rounded from the unrounded probability (the response's has 4 decimals).
+        exact = request_body["amount"] * data["recovery_probability"]
+        assert abs(data["expected_recovered_amount"] - exact) <= 0.5 + request_body["amount"] * 0.00005
         first_hours = (ts(data["retry_at"]) - now) / HOUR
         assert first_hours <= data["expected_hours_to_recovery"] <= (ts(data["schedule"][-1]["retry_at"]) - now) / HOUR
         retry_at = ts(data["retry_at"])

@@ -30,9 +30,17 @@ def test_stacked_copies_advance_the_retry_number() -> None:
     assert stacked.shape == (9, len(FEATURE_COLUMNS))
     assert stacked["retry_number"].tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert stacked["n_insufficient_funds"].tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
-    # Copy 0 keeps the real wait; later copies assume the spacing.
+    # Copy 0 keeps the real wait; later copies assume the spacing (these slots are close).
     assert stacked["hours_since_last_attempt"].tolist() == [24, 25, 26, 24, 24, 24, 24, 24, 24]
     assert (stacked["n_do_not_honor"] == 0).all()
+
+
+def test_far_slots_split_the_wait_evenly_between_planned_retries() -> None:
+    frame = feature_frame(2)
+    frame["hours_since_last_attempt"] = [240.0, 30.0]  # 10 days and 30 hours after the last attempt
+    stacked = stack(frame, retries=3, last_category="insufficient_funds")
+    # k planned failures before the slot: k + 1 equal gaps, never below the 24 h spacing.
+    assert stacked["hours_since_last_attempt"].tolist() == [240, 30, 120, 24, 80, 24]
 
 
 def test_other_declines_leave_the_counters_alone() -> None:
