@@ -154,10 +154,15 @@ def history_at(attempts: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame
 
 def invoice_groups(attempt_invoices: pd.Series, candidate_invoices: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes of the invoice ids (compared as text) of attempts and of candidates, one numbering."""
-    attempt_ids = attempt_invoices.astype(str).to_numpy()
-    candidate_ids = candidate_invoices.astype(str).to_numpy()
-    codes, _ = pd.factorize(np.concatenate([attempt_ids, candidate_ids]))
-    return codes[: len(attempt_ids)], codes[len(attempt_ids) :]
+    if isinstance(attempt_invoices.dtype, pd.StringDtype) and attempt_invoices.dtype == candidate_invoices.dtype:
+        # Text already: factorized as stored (Arrow), not as two million Python strings.
+        joined = pd.concat([attempt_invoices, candidate_invoices], ignore_index=True)
+        codes = np.asarray(pd.factorize(joined)[0])
+    else:
+        attempt_ids = attempt_invoices.astype(str).to_numpy()
+        candidate_ids = candidate_invoices.astype(str).to_numpy()
+        codes, _ = pd.factorize(np.concatenate([attempt_ids, candidate_ids]))
+    return codes[: len(attempt_invoices)], codes[len(attempt_invoices) :]
 
 
 def history_columns(

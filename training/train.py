@@ -123,17 +123,20 @@ def build_training_table(attempts: pd.DataFrame) -> TrainingTable:
 
 def _first_attempt_of(attempts: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
     """Each row's invoice's earliest `attempted_at` (a groupby-min and map, without sorting the ids)."""
-    codes, uniques = pd.factorize(attempts["invoice_id"])
+    ids = attempts["invoice_id"]
     at = attempts["attempted_at"]
-    if (codes < 0).any() or at.isna().any():  # not valid attempts data: the plain groupby
+    if ids.isna().any() or at.isna().any():  # not valid attempts data: the plain groupby
         return rows["invoice_id"].map(attempts.groupby("invoice_id")["attempted_at"].min())
+    # One numbering of the attempts' and the rows' ids (every row's invoice is among the attempts'):
+    # hashing both beats looking 740k row ids up in an index of the distinct ones.
+    codes = np.asarray(pd.factorize(pd.concat([ids, rows["invoice_id"]], ignore_index=True))[0])
+    codes, row_codes = codes[: len(ids)], codes[len(ids) :]
     order = np.lexsort((pd.DatetimeIndex(pd.to_datetime(at, utc=True)).as_unit("ns").asi8, codes))
-    first_of_group = np.full(len(uniques), -1, dtype=np.int64)
+    first_of_group = np.full(codes.max() + 1, -1, dtype=np.int64)
     sorted_codes = codes[order]
     is_first = np.ones(len(order), dtype=bool)
     is_first[1:] = sorted_codes[1:] != sorted_codes[:-1]
     first_of_group[sorted_codes[is_first]] = order[is_first]
-    row_codes = pd.Index(uniques).get_indexer(rows["invoice_id"])
     picked = at.iloc[first_of_group[row_codes]]
     # `.array` keeps the datetime64 values; `.to_numpy()` of a tz-aware column boxes every one of
     # them as a Timestamp and back (~3 s of the 1M-attempt table).
