@@ -271,7 +271,9 @@ def _text(values: pd.Series) -> pd.Series:
         if (np.isfinite(known) & (known == np.floor(known)) & (np.abs(known) < 2**53)).all():
             values = values.astype("Int64")  # 51.0 (an int column that had NaNs) -> "51"
     text = values.astype(_STR).str.strip()
-    return text.where((text != "").to_numpy(dtype=bool, na_value=False) & ~_missing_words(text))
+    keep = (text != "").to_numpy(dtype=bool, na_value=False) & ~_missing_words(text)
+    # `where` copies every string; a clean column (the usual case) has nothing to blank out.
+    return text if keep[text.notna().to_numpy()].all() else text.where(keep)
 
 
 def _missing_words(text: pd.Series) -> np.ndarray:
