@@ -26,7 +26,7 @@ from features.customer import (
     invoice_events,
 )
 from features.history import HISTORY_COLUMNS, history_columns, invoice_groups
-from features.taxonomy import DECLINE_CATEGORIES, KNOWN_DECLINE_CODES, map_unique
+from features.taxonomy import DECLINE_CATEGORIES, KNOWN_DECLINE_CODES, map_unique_array
 from features.timing import TIMING_FEATURES, calendar_features, local_wall_time
 
 OTHER = "other"
@@ -105,7 +105,7 @@ def encode_categorical(values: pd.Series, vocabulary: tuple[str, ...]) -> np.nda
     """Index of each value in `vocabulary` as float; unknown → `other` (if listed), missing → NaN."""
     index = {v: float(i) for i, v in enumerate(vocabulary)}
     unknown = index.get(OTHER, np.nan)
-    codes = map_unique(values, lambda v: np.nan if v is None else index.get(v, unknown))
+    codes = map_unique_array(values, lambda v: np.nan if v is None else index.get(v, unknown))
     return np.asarray(codes, dtype=np.float64)
 
 

@@ -323,5 +323,8 @@ def resolve_timezones(tz: pd.Series, country: pd.Series) -> pd.Series:
     """The given zone when present, else the country's default zone, else "UTC" (vectorised)."""
     given = tz.astype("str").str.strip()
     given = given.where(given != "")
-    from_country = country.astype("str").str.strip().str.upper().map(DEFAULT_TIMEZONE)
+    # A few hundred countries over up to a million rows: look each one up once.
+    codes, uniques = pd.factorize(country.astype("str"), use_na_sentinel=True)
+    zones = pd.Series(uniques, dtype="str").str.strip().str.upper().map(DEFAULT_TIMEZONE).astype("str")
+    from_country = pd.Series(zones.array.take(codes, allow_fill=True), index=country.index)
     return given.fillna(from_country).fillna(FALLBACK_TIMEZONE).astype("str")

@@ -18,7 +18,7 @@ from features.taxonomy import (
     DeclineCategory,
     _normal_code,
     category_of,
-    map_unique,
+    map_unique_array,
     normal_response_code,
     normalise_response_codes,
     visa_category_of,
@@ -50,18 +50,20 @@ def normalise_advice_codes(codes: pd.Series) -> pd.Series:
     return normalise_response_codes(codes)
 
 
-def _texts(frame: pd.DataFrame, name: str) -> np.ndarray:
-    """An optional text column as an object array (missing values as they come: None or NA)."""
+def _mapped(frame: pd.DataFrame, name: str, fn: Callable[[str | None], object]) -> np.ndarray:
+    """`fn` of each value of an optional text column (once per distinct value), as an object array.
+
+    The column is factorized as stored (`map_unique_array`) instead of first becoming a million
+    Python strings; an absent column is all missing.
+    """
     if name not in frame:
-        return np.full(len(frame), None, dtype=object)
-    return np.asarray(frame[name].to_numpy(dtype=object))
+        return map_unique_array(np.full(len(frame), None, dtype=object), fn)
+    return map_unique_array(frame[name], fn)
 
 
-def _mapped(values: np.ndarray, fn: Callable[[str | None], str | None]) -> np.ndarray:
-    """`fn` of each value (once per distinct value) as an object array, None where it gives None."""
-    out = np.empty(len(values), dtype=object)
-    out[:] = map_unique(values, fn)
-    return out
+def _category_of_normal(code: str | None) -> str | None:
+    """The category of a decline code once normalised (what the states' `last_decline_code` holds)."""
+    return category_of(_normal_code(code))
 
 
 def _segment_starts(codes: np.ndarray) -> np.ndarray:
@@ -99,11 +101,11 @@ def attempt_states(attempts: pd.DataFrame, group: np.ndarray) -> tuple[dict[str,
     starts = _segment_starts(group)
     # The taxonomy's own per-code functions, once per distinct code (as `normalise_codes`,
     # `decline_category`, `visa_category` and `normalise_advice_codes` do), on plain object arrays.
-    codes = _mapped(_texts(attempts, "decline_code")[order], _normal_code)
-    category_values = _mapped(codes, category_of)
+    codes = _mapped(attempts, "decline_code", _normal_code)[order]
+    category_values = _mapped(attempts, "decline_code", _category_of_normal)[order]
     is_funds = (category_values == DeclineCategory.INSUFFICIENT_FUNDS.value).astype(np.int64)
     is_dnh = (category_values == DeclineCategory.DO_NOT_HONOR.value).astype(np.int64)
-    visa = np.asarray(map_unique(_texts(attempts, "network_decline_code")[order], visa_category_of), dtype=np.int64)
+    visa = _mapped(attempts, "network_decline_code", visa_category_of)[order].astype(np.int64)
     states = {
         "group": group,
         "state_at": at,
@@ -115,7 +117,7 @@ def attempt_states(attempts: pd.DataFrame, group: np.ndarray) -> tuple[dict[str,
         "last_decline_code": codes,
         "last_decline_category": category_values,
         "first_decline_category": category_values[starts],
-        "last_advice_code": _mapped(_texts(attempts, "merchant_advice_code")[order], normal_response_code),
+        "last_advice_code": _mapped(attempts, "merchant_advice_code", normal_response_code)[order],
     }
     return states, order
 
@@ -152,10 +154,15 @@ def history_at(attempts: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame
 
 def invoice_groups(attempt_invoices: pd.Series, candidate_invoices: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes of the invoice ids (compared as text) of attempts and of candidates, one numbering."""
-    attempt_ids = attempt_invoices.astype(str).to_numpy()
-    candidate_ids = candidate_invoices.astype(str).to_numpy()
-    codes, _ = pd.factorize(np.concatenate([attempt_ids, candidate_ids]))
-    return codes[: len(attempt_ids)], codes[len(attempt_ids) :]
+    if isinstance(attempt_invoices.dtype, pd.StringDtype) and attempt_invoices.dtype == candidate_invoices.dtype:
+        # Text already: factorized as stored (Arrow), not as two million Python strings.
+        joined = pd.concat([attempt_invoices, candidate_invoices], ignore_index=True)
+        codes = np.asarray(pd.factorize(joined)[0])
+    else:
+        attempt_ids = attempt_invoices.astype(str).to_numpy()
+        candidate_ids = candidate_invoices.astype(str).to_numpy()
+        codes, _ = pd.factorize(np.concatenate([attempt_ids, candidate_ids]))
+    return codes[: len(attempt_invoices)], codes[len(attempt_invoices) :]
 
 
 def history_columns(

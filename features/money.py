@@ -242,8 +242,16 @@ USD_PER_UNIT: dict[str, float] = {
 
 def amount_usd(amount_minor: pd.Series, currency: pd.Series) -> pd.Series:
     """Approximate USD value of minor-unit amounts; NaN where the currency has no rate."""
-    code = currency.astype("str").str.strip().str.lower()
-    exponent = code.map(CURRENCY_EXPONENTS).astype("float64")
-    rate = code.map(USD_PER_UNIT).astype("float64")
+    # A handful of distinct currencies: look each one up once (codes -1 where missing).
+    codes, uniques = pd.factorize(currency.astype("str"), use_na_sentinel=True)
+    code = pd.Index(uniques, dtype="str").str.strip().str.lower()
+    exponent = _per_row(code.map(CURRENCY_EXPONENTS), codes, currency.index)
+    rate = _per_row(code.map(USD_PER_UNIT), codes, currency.index)
     amount = pd.to_numeric(amount_minor, errors="coerce").astype("float64")
     return (amount / np.power(10.0, exponent) * rate).rename("amount_usd")
+
+
+def _per_row(values: pd.Index, codes: np.ndarray, index: pd.Index) -> pd.Series:
+    """The float value of each row's distinct code (`values[code]`), NaN where the code is -1."""
+    table = np.append(np.asarray(values, dtype=np.float64), np.nan)
+    return pd.Series(table[codes], index=index, dtype="float64")
