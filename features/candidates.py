@@ -384,10 +384,15 @@ def retry_training_rows(attempts: pd.DataFrame) -> pd.DataFrame:
     keep = (number >= 2) & (successes_before == 0) & first_failed
     rows = ordered.loc[keep].rename(columns={"attempted_at": "candidate_at"})
     if "customer_id" in ordered and not any(c in rows for c in CUSTOMER_CONTEXT_COLUMNS):
-        # Each retry sees the customer's other invoices as they stood at its invoice's first failure.
+        # Each retry sees the customer's other invoices as they stood at its invoice's first failure:
+        # one query per invoice (its retries are one run of rows, from its second attempt on).
         first_at = by_invoice["attempted_at"].transform("first").loc[keep]
-        queries = pd.DataFrame({"customer_id": rows["customer_id"], "at": first_at})
-        rows = pd.concat([rows, customer_history(invoice_events(ordered), queries)], axis=1)
+        starts_run = (number.loc[keep] == 2).to_numpy()
+        starts = np.flatnonzero(starts_run)
+        queries = pd.DataFrame({"customer_id": rows["customer_id"].iloc[starts], "at": first_at.iloc[starts]})
+        history = customer_history(invoice_events(ordered), queries)
+        history = history.iloc[np.cumsum(starts_run) - 1].set_axis(rows.index)
+        rows = pd.concat([rows, history], axis=1)
     context = [c for c in CONTEXT_COLUMNS if c in rows]
     extra = [c for c in ("attempt_id", "succeeded") if c in rows]
     return rows[[*context, *extra]]
