@@ -62,6 +62,10 @@ class TrainConfig:
             "objective": "binary",
             "learning_rate": 0.05,
             "num_leaves": 63,
+            # Depth-capped leaf-wise trees: the uncapped ones averaged depth 14 (max 23), and exact
+            # TreeSHAP for the reasons costs O(trees x leaves x depth^2): 7.7 -> 5.4 ms a row at
+            # depth 8, holdout AUC 0.7523 -> 0.7529 on the 1M simulation (bench/README.md).
+            "max_depth": 8,
             "min_data_in_leaf": 100,
             "feature_fraction": 0.9,
             "bagging_fraction": 0.8,
