@@ -12,6 +12,8 @@ import zoneinfo
 
 import pandas as pd
 
+from features.distinct import by_distinct
+
 # ISO 3166-1 alpha-2: the 249 officially assigned codes (tzdata's iso3166.tab), plus "XK"
 # (Kosovo), which is user-assigned, not official, but card networks and processors (Stripe
 # included) report it as a card country; rejecting it would throw away real invoices.
@@ -323,8 +325,7 @@ def resolve_timezones(tz: pd.Series, country: pd.Series) -> pd.Series:
     """The given zone when present, else the country's default zone, else "UTC" (vectorised)."""
     given = tz.astype("str").str.strip()
     given = given.where(given != "")
-    # A few hundred countries over up to a million rows: look each one up once.
-    codes, uniques = pd.factorize(country.astype("str"), use_na_sentinel=True)
-    zones = pd.Series(uniques, dtype="str").str.strip().str.upper().map(DEFAULT_TIMEZONE).astype("str")
-    from_country = pd.Series(zones.array.take(codes, allow_fill=True), index=country.index)
+    from_country = by_distinct(
+        country.astype("str"), lambda code: code.str.strip().str.upper().map(DEFAULT_TIMEZONE).astype("str")
+    )
     return given.fillna(from_country).fillna(FALLBACK_TIMEZONE).astype("str")

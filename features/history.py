@@ -18,7 +18,7 @@ from features.taxonomy import (
     DeclineCategory,
     _normal_code,
     category_of,
-    map_unique_array,
+    map_unique_arrays,
     normal_response_code,
     normalise_response_codes,
     visa_category_of,
@@ -50,15 +50,15 @@ def normalise_advice_codes(codes: pd.Series) -> pd.Series:
     return normalise_response_codes(codes)
 
 
-def _mapped(frame: pd.DataFrame, name: str, fn: Callable[[str | None], object]) -> np.ndarray:
-    """`fn` of each value of an optional text column (once per distinct value), as an object array.
+def _mapped(frame: pd.DataFrame, name: str, *fns: Callable[[str | None], object]) -> tuple[np.ndarray, ...]:
+    """Each `fn` of each value of an optional text column (once per distinct value), as object arrays.
 
-    The column is factorized as stored (`map_unique_array`) instead of first becoming a million
-    Python strings; an absent column is all missing.
+    The column is factorized once, as stored (`map_unique_arrays`), instead of first becoming a
+    million Python strings; an absent column is all missing.
     """
     if name not in frame:
-        return map_unique_array(np.full(len(frame), None, dtype=object), fn)
-    return map_unique_array(frame[name], fn)
+        return map_unique_arrays(np.full(len(frame), None, dtype=object), *fns)
+    return map_unique_arrays(frame[name], *fns)
 
 
 def _category_of_normal(code: str | None) -> str | None:
@@ -101,11 +101,12 @@ def attempt_states(attempts: pd.DataFrame, group: np.ndarray) -> tuple[dict[str,
     starts = _segment_starts(group)
     # The taxonomy's own per-code functions, once per distinct code (as `normalise_codes`,
     # `decline_category`, `visa_category` and `normalise_advice_codes` do), on plain object arrays.
-    codes = _mapped(attempts, "decline_code", _normal_code)[order]
-    category_values = _mapped(attempts, "decline_code", _category_of_normal)[order]
+    codes, category_values = (
+        values[order] for values in _mapped(attempts, "decline_code", _normal_code, _category_of_normal)
+    )
     is_funds = (category_values == DeclineCategory.INSUFFICIENT_FUNDS.value).astype(np.int64)
     is_dnh = (category_values == DeclineCategory.DO_NOT_HONOR.value).astype(np.int64)
-    visa = _mapped(attempts, "network_decline_code", visa_category_of)[order].astype(np.int64)
+    visa = _mapped(attempts, "network_decline_code", visa_category_of)[0][order].astype(np.int64)
     states = {
         "group": group,
         "state_at": at,
@@ -117,7 +118,7 @@ def attempt_states(attempts: pd.DataFrame, group: np.ndarray) -> tuple[dict[str,
         "last_decline_code": codes,
         "last_decline_category": category_values,
         "first_decline_category": category_values[starts],
-        "last_advice_code": _mapped(attempts, "merchant_advice_code", normal_response_code)[order],
+        "last_advice_code": _mapped(attempts, "merchant_advice_code", normal_response_code)[0][order],
     }
     return states, order
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.distinct import by_distinct
+
 # ISO 4217 "List one" (current currency & funds), lower case -> minor unit exponent, i.e. the
 # number of decimal places of the minor unit (ISO 4217 amendment list as of 2025-2026).
 # Precious metals, SDR and test codes (XAU, XDR, XTS, XXX, ...) have no minor unit ("N.A.")
@@ -242,16 +244,11 @@ USD_PER_UNIT: dict[str, float] = {
 
 def amount_usd(amount_minor: pd.Series, currency: pd.Series) -> pd.Series:
     """Approximate USD value of minor-unit amounts; NaN where the currency has no rate."""
-    # A handful of distinct currencies: look each one up once (codes -1 where missing).
-    codes, uniques = pd.factorize(currency.astype("str"), use_na_sentinel=True)
-    code = pd.Index(uniques, dtype="str").str.strip().str.lower()
-    exponent = _per_row(code.map(CURRENCY_EXPONENTS), codes, currency.index)
-    rate = _per_row(code.map(USD_PER_UNIT), codes, currency.index)
+    code = currency.astype("str")
+
+    def lookup(table: dict[str, float] | dict[str, int]) -> pd.Series:
+        return by_distinct(code, lambda c: c.str.strip().str.lower().map(table).astype("float64")).astype("float64")
+
+    exponent, rate = lookup(CURRENCY_EXPONENTS), lookup(USD_PER_UNIT)
     amount = pd.to_numeric(amount_minor, errors="coerce").astype("float64")
     return (amount / np.power(10.0, exponent) * rate).rename("amount_usd")
-
-
-def _per_row(values: pd.Index, codes: np.ndarray, index: pd.Index) -> pd.Series:
-    """The float value of each row's distinct code (`values[code]`), NaN where the code is -1."""
-    table = np.append(np.asarray(values, dtype=np.float64), np.nan)
-    return pd.Series(table[codes], index=index, dtype="float64")

@@ -120,12 +120,20 @@ def map_unique(values: pd.Series | np.ndarray, fn: Callable[[str | None], T]) ->
 
 def map_unique_array(values: pd.Series | np.ndarray, fn: Callable[[str | None], T]) -> np.ndarray:
     """`map_unique` as an object array (no list of a million items for a training table)."""
+    return map_unique_arrays(values, fn)[0]
+
+
+def map_unique_arrays(values: pd.Series | np.ndarray, *fns: Callable[[str | None], Any]) -> tuple[np.ndarray, ...]:
+    """`map_unique_array` of several functions over one factorize of the column."""
     codes, uniques = _factorized(values)
-    mapped = [fn(None if pd.isna(u) else str(u)) for u in uniques]
-    mapped.append(fn(None))  # code -1: a missing value
-    table = np.empty(len(mapped), dtype=object)
-    table[:] = mapped
-    return table[codes]
+    out = []
+    for fn in fns:
+        mapped = [fn(None if pd.isna(u) else str(u)) for u in uniques]
+        mapped.append(fn(None))  # code -1: a missing value
+        table = np.empty(len(mapped), dtype=object)
+        table[:] = mapped
+        out.append(table[codes])
+    return tuple(out)
 
 
 def _factorized(values: pd.Series | np.ndarray) -> tuple[np.ndarray, list[Any]]:

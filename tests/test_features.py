@@ -174,3 +174,19 @@ def test_history_sees_only_earlier_attempts(offsets: list[int], probe: int) -> N
 @pytest.mark.parametrize("name", CATEGORICAL_FEATURES)
 def test_vocabularies_have_no_duplicates(name: str) -> None:
     assert len(set(VOCABULARIES[name])) == len(VOCABULARIES[name])
+
+
+def test_by_distinct_transforms_each_value_once_and_keeps_missing() -> None:
+    from features.distinct import by_distinct
+
+    seen: list[int] = []
+
+    def upper(values: pd.Series) -> pd.Series:
+        seen.append(len(values))
+        return values.str.upper().fillna("never")  # a missing value must not reach the output
+
+    values = pd.Series(["eur", None, "usd", "eur", "usd"], dtype="str", index=[5, 6, 7, 8, 9])
+    got = by_distinct(values, upper)
+    assert seen == [2]
+    assert got.index.tolist() == [5, 6, 7, 8, 9]
+    assert got.tolist()[0] == "EUR" and pd.isna(got.iloc[1]) and got.tolist()[2:] == ["USD", "EUR", "USD"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gzip
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -24,6 +23,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from features.contract import CONTRACT_COLUMNS, REQUIRED_COLUMNS
+from features.distinct import by_distinct
 from features.geo import COUNTRIES, resolve_timezones, timezone_by_lower_name
 from features.money import CURRENCY_EXPONENTS
 
@@ -390,7 +390,7 @@ def _booleans(values: pd.Series, issues: _Issues) -> tuple[pd.Series, pd.Series]
 
 def _codes(values: pd.Series) -> pd.Series:
     """Issuer/advice codes as upper-case text, 1-digit numbers zero-padded ("5" -> "05")."""
-    return _by_distinct(_text(values), _normal_codes)
+    return by_distinct(_text(values), _normal_codes)
 
 
 def _normal_codes(text: pd.Series) -> pd.Series:
@@ -400,21 +400,10 @@ def _normal_codes(text: pd.Series) -> pd.Series:
     return text.str.replace(r"^(\d)$", r"0\1", regex=True)
 
 
-def _by_distinct(text: pd.Series, transform: Callable[[pd.Series], pd.Series]) -> pd.Series:
-    """An elementwise `transform` of a text column, run once per distinct value (missing stays missing).
-
-    Codes, zones and countries take a few hundred values over a million rows, so the regex
-    replaces and dict lookups run on those only and are broadcast back by code.
-    """
-    codes, uniques = pd.factorize(text, use_na_sentinel=True)
-    mapped = transform(pd.Series(uniques, dtype=text.dtype))
-    return pd.Series(mapped.array.take(codes, allow_fill=True), index=text.index)
-
-
 def _timezones(values: pd.Series, issues: _Issues) -> pd.Series:
     """IANA names in tzdata's spelling (matched case-insensitively); missing stays NaN."""
     text = _text(values)
-    canonical = _by_distinct(text, lambda zone: zone.str.lower().map(timezone_by_lower_name()).astype(_STR))
+    canonical = by_distinct(text, lambda zone: zone.str.lower().map(timezone_by_lower_name()).astype(_STR))
     issues.add("customer_timezone", text.notna() & canonical.isna(), "not an IANA time zone name")
     return canonical
 
