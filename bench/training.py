@@ -292,7 +292,8 @@ def main() -> None:
         print(
             f"\n1. pipeline vs raw — {facts['attempts']:,} attempts, {facts['invoices']:,} invoices -> "
             f"{pipe['retries']:,} retry rows, {pipe['train_rows']:,} in the train split; best_iteration "
-            f"{pipe['best_iteration']} (the pipeline boosts {pipe['rounds_trained']} rounds: early stopping waits 50 more); "
+            f"{pipe['best_iteration']} (the pipeline boosts {pipe['rounds_trained']} rounds: early stopping waits "
+            f"{pipe['rounds_trained'] - pipe['best_iteration']} more); "
             f"holdout AUC {pipe['auc']:.4f}"
         )
         rows = [

@@ -319,6 +319,38 @@ def test_attempt_number_follows_time_not_file_order(tmp_path: Path) -> None:
     assert frame.index.tolist() == list(range(5))
 
 
+def test_reordering_keeps_each_rows_values_together(tmp_path: Path) -> None:
+    """Rows out of order: every column (codes and zones too, missing ones included) moves with its row."""
+    rng = np.random.default_rng(3)
+    codes = ["insufficient_funds", "do_not_honor", "card_velocity_exceeded"]
+    rows = [
+        row(
+            invoice_id=f"in_{i % 7}",
+            attempt_id=f"at_{i}",
+            attempted_at=f"2026-11-{1 + i // 7:02d}T{i % 24:02d}:00:00Z",
+            decline_code=codes[i % 3],
+            merchant_advice_code="" if i % 4 else "24",
+            card_brand=["visa", "mastercard"][i % 2],
+            customer_timezone="" if i % 5 == 0 else "Europe/Berlin",
+            card_country="DE",
+            amount=str(100 + i),
+        )
+        for i in range(40)
+    ]
+    shuffled = [rows[i] for i in rng.permutation(len(rows))]
+    frame, report = load_rows(tmp_path, shuffled)
+    assert report.errors.empty
+    assert frame["invoice_id"].tolist() == sorted(frame["invoice_id"].tolist())
+    for got in frame.itertuples(index=False):
+        i = int(got.attempt_id.removeprefix("at_"))
+        assert got.amount == 100 + i
+        assert got.decline_code == codes[i % 3]
+        assert (got.merchant_advice_code == "24") if i % 4 == 0 else pd.isna(got.merchant_advice_code)
+        assert got.card_brand == ["visa", "mastercard"][i % 2]
+        # a missing zone is resolved from the card's country
+        assert got.customer_timezone == "Europe/Berlin"
+
+
 def test_attempts_after_a_success_are_kept(tmp_path: Path) -> None:
     rows = [
         row(attempt_id="a1", succeeded="true", decline_code=""),
