@@ -453,6 +453,15 @@ def project_retry_rows(
 _POSITION = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
 
 
+def planned_wait(since_last: np.ndarray, k: np.ndarray, spacing: float | np.ndarray) -> np.ndarray:
+    """Wait before a slot that k planned (failed) retries precede: they split the time since the
+    last real attempt evenly, each at least the spacing apart (any unit, the same for all three).
+
+    A slot far out is not scored as if money had been short a day before it.
+    """
+    return np.maximum(spacing, since_last / (np.asarray(k, dtype=np.float64) + 1.0))
+
+
 def _project_in_place(
     out: npt.NDArray[np.float64],
     position: dict[str, int],
@@ -464,10 +473,9 @@ def _project_in_place(
     k = np.asarray(retry_index, dtype=np.float64)
     out[:, position["retry_number"]] += k
     later = k > 0
-    # The k planned retries before this one split the time since the last real attempt evenly,
-    # each at least the spacing apart: a slot far out is not scored as if money were short a day ago.
-    gap = out[later, position["hours_since_last_attempt"]] / (k[later] + 1.0)
-    out[later, position["hours_since_last_attempt"]] = np.maximum(np.broadcast_to(spacing_hours, k.shape)[later], gap)
+    out[later, position["hours_since_last_attempt"]] = planned_wait(
+        out[later, position["hours_since_last_attempt"]], k[later], np.broadcast_to(spacing_hours, k.shape)[later]
+    )
     category = np.asarray(last_category, dtype=object)
     for name, counter in _COUNTER_OF_CATEGORY.items():
         rows = category == name

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.candidates import FEATURE_COLUMNS
+from features.candidates import FEATURE_COLUMNS, planned_wait
 from features.customer import CUSTOMER_CONTEXT_COLUMNS, customer_history, invoice_events
 from features.money import amount_usd
 from serving.policy.rules import RULES, Effect, evaluate_rules
@@ -416,9 +416,8 @@ class OracleScorer:
         req = slots["request"].to_numpy(dtype=np.int64)
         k = slots["retry_index"].to_numpy(dtype=np.int64)
         at = _utc_ns(slots["candidate_at"])
-        # As `features.candidates.project_retries`: k planned failures split the time since the
-        # last real attempt evenly, at least the spacing apart.
-        gap = np.maximum(self._spacing, (at - self._last_at[req]) // (k + 1))
+        # The planner's projection of later retries (`features.candidates.planned_wait`), in ns.
+        gap = planned_wait((at - self._last_at[req]).astype(np.float64), k, self._spacing).astype(np.int64)
         last = np.where(k == 0, self._last_at[req], at - gap)
         return self._world.success_probability(
             self._ids[req], _index(at), self._attempts[req] + k, _index(last), self._code[req], self._advice[req]
