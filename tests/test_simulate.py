@@ -251,6 +251,21 @@ def test_velocity_resets_at_local_midnight(result: SimulationResult) -> None:
     assert p[0] < 0.05 < 0.3 < p[1]
 
 
+def test_exact_hours_fall_in_their_own_hour_band(result: SimulationResult) -> None:
+    # Candidate retries sit on whole hours; a float day fraction once read 05:00 as 04:59.99
+    # (night) and Saturday 00:00 as Friday. Within an hour nothing else changes for this cause.
+    w = _custom_invoice(result, root_cause="none")
+    tz = "America/New_York"
+    on_hour = pd.date_range("2025-03-07 00:00", periods=72, freq="h", tz=tz).tz_convert("UTC")
+    half_past = on_hour + pd.Timedelta(minutes=30)
+    last = pd.DatetimeIndex([pd.Timestamp("2025-02-01", tz="UTC")] * 72)
+    ids, codes = np.array(["in_test"] * 72), np.full(72, "processing_error")
+    p_on = w.success_probability(ids, on_hour, 2, last, codes)
+    p_half = w.success_probability(ids, half_past, 2, last, codes)
+    np.testing.assert_allclose(p_on, p_half, rtol=0, atol=1e-12)
+    assert p_on[5] > p_on[4]  # 05:00 is past the night band, 04:00 is in it
+
+
 def test_transient_errors_clear_within_hours(result: SimulationResult) -> None:
     w = _custom_invoice(result, root_cause="none")
     last = pd.Timestamp("2025-06-03 14:00", tz="UTC")

@@ -517,6 +517,18 @@ def last_payday(date: np.ndarray, kind: np.ndarray, day: np.ndarray, phase: np.n
     return np.select([kind == 0, kind == 1], [weekly, biweekly], best)
 
 
+def _day_and_hour(local_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch day (int64; very negative for NaT) and hour of day of local wall-clock ns.
+
+    In integers: ns / ns-per-day as a float can land just below a whole day or hour (10:00:00
+    read as 9.999999 h), which put exact-hour times in the wrong hour band (a 05:00 retry counted
+    as night) and midnight in the day before.
+    """
+    day = np.where(local_ns == _NAT, -(10**9), np.floor_divide(local_ns, _NS_PER_DAY))
+    hour = np.where(local_ns == _NAT, np.nan, (local_ns - day * _NS_PER_DAY) / _NS_PER_HOUR)
+    return day, hour
+
+
 def payday_effect(days_since: np.ndarray, period: np.ndarray, ramp_days: float = TRUTH.payday_ramp_days) -> np.ndarray:
     """0..1 lift: rises within hours of funds landing, decays over the pay period."""
     tau = 0.25 * period + 1.5
@@ -663,6 +675,10 @@ class World:
         local = self._local_ns(pos, at_ns)
         return np.where(local == _NAT, np.nan, local / _NS_PER_DAY)
 
+    def _local_day(self, pos: np.ndarray, at_ns: np.ndarray) -> np.ndarray:
+        """Local epoch day of UTC instants (very negative for NaT), exact (`_day_and_hour`)."""
+        return _day_and_hour(self._local_ns(pos, at_ns))[0]
+
     def _local_to_utc(self, pos: np.ndarray, local_ns: np.ndarray) -> pd.DatetimeIndex:
         """UTC instants of local wall-clock times (ambiguous: first; nonexistent: shifted forward)."""
         out = np.empty(local_ns.shape, dtype=np.int64)
@@ -702,13 +718,13 @@ class World:
         """True success probability; see docs/simulator.md for the shape of each term."""
         t = TRUTH
         root = self._root[pos]
-        local = self._local_days(pos, at_ns)
-        day = np.floor(local).astype(np.int64)
-        hour = (local - day) * 24.0
+        local_ns = self._local_ns(pos, at_ns)
+        local = np.where(local_ns == _NAT, np.nan, local_ns / _NS_PER_DAY)
+        day, hour = _day_and_hour(local_ns)
         weekday = _weekday(day)
         has_last = last_ns != _NAT
         hours_since = np.where(has_last, (at_ns - last_ns) / _NS_PER_HOUR, 1e6).clip(min=0.0)
-        last_local_day = np.floor(np.nan_to_num(self._local_days(pos, last_ns), nan=-1e9)).astype(np.int64)
+        last_local_day = self._local_day(pos, last_ns)
         lift = payday_effect(self._days_since_payday(pos, local), self._period[pos])
         liquidity = self._liquidity[pos]
 
@@ -786,8 +802,8 @@ class World:
         has_last = last_ns != _NAT
         same_day = np.zeros(n, dtype=bool)
         if has_last.any():
-            now_day = np.floor(self._local_days(pos, at_ns))
-            last_day = np.floor(np.nan_to_num(self._local_days(pos, last_ns), nan=-1e9))
+            now_day = self._local_day(pos, at_ns)
+            last_day = self._local_day(pos, last_ns)
             same_day = has_last & (now_day == last_day)
         vel_reset = (root == _VEL) & has_last & ~same_day
         code[vel_reset] = _choice(rng, _VEL_RESET_EMISSION, int(vel_reset.sum()))
