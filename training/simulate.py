@@ -517,6 +517,11 @@ def last_payday(date: np.ndarray, kind: np.ndarray, day: np.ndarray, phase: np.n
     return np.select([kind == 0, kind == 1], [weekly, biweekly], best)
 
 
+def _fractional_days(local_ns: np.ndarray) -> np.ndarray:
+    """Local wall-clock ns as fractional epoch days (NaN for NaT): for smooth curves, not for bands."""
+    return np.where(local_ns == _NAT, np.nan, local_ns / _NS_PER_DAY)
+
+
 def _day_and_hour(local_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Epoch day (int64; very negative for NaT) and hour of day of local wall-clock ns.
 
@@ -672,8 +677,7 @@ class World:
 
     def _local_days(self, pos: np.ndarray, at_ns: np.ndarray) -> np.ndarray:
         """Local wall-clock time as fractional epoch days (NaN for NaT)."""
-        local = self._local_ns(pos, at_ns)
-        return np.where(local == _NAT, np.nan, local / _NS_PER_DAY)
+        return _fractional_days(self._local_ns(pos, at_ns))
 
     def _local_day(self, pos: np.ndarray, at_ns: np.ndarray) -> np.ndarray:
         """Local epoch day of UTC instants (very negative for NaT), exact (`_day_and_hour`)."""
@@ -719,7 +723,7 @@ class World:
         t = TRUTH
         root = self._root[pos]
         local_ns = self._local_ns(pos, at_ns)
-        local = np.where(local_ns == _NAT, np.nan, local_ns / _NS_PER_DAY)
+        local = _fractional_days(local_ns)
         day, hour = _day_and_hour(local_ns)
         weekday = _weekday(day)
         has_last = last_ns != _NAT
