@@ -252,8 +252,8 @@ def test_velocity_resets_at_local_midnight(result: SimulationResult) -> None:
 
 
 def test_exact_hours_fall_in_their_own_hour_band(result: SimulationResult) -> None:
-    # Candidate retries sit on whole hours; a float day fraction once read 05:00 as 04:59.99
-    # (night) and Saturday 00:00 as Friday. Within an hour nothing else changes for this cause.
+    # Candidate retries sit on whole hours; a float day fraction could read 05:00 as 04:59.99
+    # (night). Within an hour nothing else changes for this cause.
     w = _custom_invoice(result, root_cause="none")
     tz = "America/New_York"
     on_hour = pd.date_range("2025-03-07 00:00", periods=72, freq="h", tz=tz).tz_convert("UTC")
