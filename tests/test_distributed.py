@@ -188,6 +188,8 @@ def test_dask_model_matches_single_machine(
     dask_auc, single_auc = result.manifest["metrics"]["test"]["auc"], single.manifest["metrics"]["test"]["auc"]
     assert abs(dask_auc - single_auc) <= AUC_TOLERANCE, (dask_auc, single_auc)
     assert result.manifest["metrics"]["test"]["ece"] < 0.05
+    history, single_history = (r.manifest["metrics"]["test_by_customer_history"] for r in (result, single))
+    assert {g: m["rows"] for g, m in history.items()} == {g: m["rows"] for g, m in single_history.items()}
 
     bundle = load_bundle(result.bundle_dir)
     assert set(single.manifest) <= set(bundle.manifest)

@@ -56,7 +56,12 @@ def test_bundle_is_self_describing(trained: Path) -> None:
     manifest = json.loads((trained / "model" / "manifest.json").read_text())
     assert manifest["format"] == "retryopt-bundle/1"
     assert {"auc", "log_loss", "brier", "ece"} <= set(manifest["metrics"]["test"])
-    assert (trained / "model" / "MODEL_CARD.md").exists()
+    card = (trained / "model" / "MODEL_CARD.md").read_text()
+    # Holdout calibration per customer-history group, where over-trust of one customer's pay cycle would show.
+    groups = manifest["metrics"]["test_by_customer_history"]
+    assert set(groups) <= {"funds_bracket", "earlier_failures_only", "no_earlier_failure"}
+    assert groups and all({"positive_rate", "mean_prediction", "ece"} <= set(m) for m in groups.values())
+    assert "| customer history | retries | success rate | mean prediction | AUC | ECE |" in card
 
 
 def test_decision_from_served_model(trained: Path, server: str) -> None:

@@ -190,3 +190,20 @@ def test_by_distinct_transforms_each_value_once_and_keeps_missing() -> None:
     assert seen == [2]
     assert got.index.tolist() == [5, 6, 7, 8, 9]
     assert got.tolist()[0] == "EUR" and pd.isna(got.iloc[1]) and got.tolist()[2:] == ["USD", "EUR", "USD"]
+
+
+def test_customer_history_groups_name_what_the_history_holds() -> None:
+    from training.metrics import customer_history_groups
+
+    features = pd.DataFrame(
+        {
+            "customer_prior_failed_invoices": [0.0, 2.0, 1.0, np.nan],
+            "days_from_funds_back_day_of_month": [np.nan, np.nan, 3.5, np.nan],
+        }
+    )
+    assert customer_history_groups(features).tolist() == [
+        "no_earlier_failure",
+        "earlier_failures_only",
+        "funds_bracket",
+        "no_earlier_failure",
+    ]

@@ -43,7 +43,7 @@ from features.bundle import calibrate, save_bundle
 from features.candidates import CATEGORICAL_FEATURES, FEATURE_COLUMNS, retry_training_rows
 from features.taxonomy import decline_category
 from training.data import CONTRACT_COLUMNS, REQUIRED_COLUMNS, AttemptsDataError, validate_attempts, write_attempts
-from training.metrics import metrics_by_group, probability_metrics
+from training.metrics import customer_history_groups, metrics_by_group, probability_metrics
 from training.train import (
     SPLITS,
     TrainConfig,
@@ -450,6 +450,9 @@ def evaluate(
         "test_uncalibrated": probability_metrics(y_test, raw),
         "baseline_logistic_test": probability_metrics(y_test, predictions["baseline"]),
         "test_by_decline_category": metrics_by_group(y_test, predictions["calibrated"], test[CATEGORY]),
+        "test_by_customer_history": metrics_by_group(
+            y_test, predictions["calibrated"], customer_history_groups(x_test)
+        ),
     }
     return cal_x, cal_y, predictions, metrics
 

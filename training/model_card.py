@@ -13,6 +13,19 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
+def _group_table(title: str, groups: dict[str, dict[str, float]]) -> list[str]:
+    """Holdout metrics per group: size, success rate against mean prediction, AUC and ECE."""
+    return [
+        f"| {title} | retries | success rate | mean prediction | AUC | ECE |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {name} | {int(m['rows'])} | {_fmt(m['positive_rate'])} | {_fmt(m['mean_prediction'])} | "
+            f"{_fmt(m['auc'])} | {_fmt(m['ece'])} |"
+            for name, m in groups.items()
+        ),
+    ]
+
+
 def render_model_card(manifest: dict[str, Any], command: str) -> str:
     """Markdown card: what the model is for, the data, the holdout metrics, the limits."""
     metrics = manifest["metrics"]
@@ -27,14 +40,10 @@ def render_model_card(manifest: dict[str, Any], command: str) -> str:
         f"{_fmt(metrics['test_uncalibrated']['ece'])} |",
         f"| logistic baseline | {_fmt(base['auc'])} | {_fmt(base['log_loss'])} | {_fmt(base['brier'])} | {_fmt(base['ece'])} |",
     ]
-    by_category = [
-        "| last decline category | retries | success rate | AUC | ECE |",
-        "|---|---|---|---|---|",
-        *(
-            f"| {name} | {int(m['rows'])} | {_fmt(m['positive_rate'])} | {_fmt(m['auc'])} | {_fmt(m['ece'])} |"
-            for name, m in metrics["test_by_decline_category"].items()
-        ),
-    ]
+    by_category = _group_table("last decline category", metrics["test_by_decline_category"])
+    # Bundles trained before the breakdown by customer history have no such table.
+    history = metrics.get("test_by_customer_history")
+    by_history = [*_group_table("customer history", history), ""] if history else []
     split = manifest["split"]
     return "\n".join(
         [
@@ -56,6 +65,7 @@ def render_model_card(manifest: dict[str, Any], command: str) -> str:
             "",
             *by_category,
             "",
+            *by_history,
             "## Reproduce",
             "```",
             command,

@@ -37,7 +37,7 @@ from features.candidates import (
     retry_training_rows,
 )
 from features.taxonomy import decline_category
-from training.metrics import metrics_by_group, probability_metrics
+from training.metrics import customer_history_groups, metrics_by_group, probability_metrics
 
 SPLITS = ("train", "early_stop", "calibration", "test")
 
@@ -313,6 +313,7 @@ def train_model(attempts: pd.DataFrame, out_dir: Path, config: TrainConfig | Non
         "test_uncalibrated": probability_metrics(y_test, test_raw),
         "baseline_logistic_test": probability_metrics(y_test, baseline_p),
         "test_by_decline_category": metrics_by_group(y_test, test_p, table.decline_category[parts["test"]]),
+        "test_by_customer_history": metrics_by_group(y_test, test_p, customer_history_groups(x[parts["test"]])),
     }
     created = datetime.now(UTC)
     manifest = {
