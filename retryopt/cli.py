@@ -370,6 +370,14 @@ def evaluate(
     chart: Annotated[Path | None, typer.Option(help="Where to save the comparison chart (.png).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     mlflow_logging: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the run to MLflow.")] = True,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            help="Run only this policy (repeat for several; default: all but the diagnostic "
+            "oracle_without_calendar). Uplift capture needs the fixed schedules and the oracle among them.",
+        ),
+    ] = None,
     workflow: Annotated[
         bool,
         typer.Option(
@@ -382,7 +390,14 @@ def evaluate(
     """Closed-loop comparison of the learned policy with baselines and an oracle, in the simulator."""
     from features.bundle import BundleError, load_bundle
     from serving.settings import DEFAULT_MODEL_DIR
-    from training.evaluate import EvaluationConfig, format_table, log_evaluation, run_evaluation, save_chart
+    from training.evaluate import (
+        EvaluationConfig,
+        format_table,
+        log_evaluation,
+        policy_names,
+        run_evaluation,
+        save_chart,
+    )
 
     bundle_dir = model or DEFAULT_MODEL_DIR
     try:
@@ -395,7 +410,11 @@ def evaluate(
 
         typer.echo(format_workflow(run_workflow_evaluation(bundle_dir, config)))
         return
-    result = run_evaluation(bundle_dir, config)
+    try:
+        names = policy_names(policy)
+    except ValueError as exc:
+        fail(str(exc))
+    result = run_evaluation(bundle_dir, config, policies=names)
     typer.echo(format_table(result))
     if chart is not None:
         typer.echo(f"chart saved to {save_chart(result, chart)}")

@@ -55,6 +55,20 @@ def test_evaluate_refuses_a_missing_model(tmp_path: Path) -> None:
     assert "does not exist" in result.output
 
 
+def test_evaluate_refuses_an_unknown_policy_before_simulating() -> None:
+    result = runner.invoke(app, ["evaluate", "--policy", "orcale", "--no-mlflow"])
+    assert result.exit_code != 0
+    assert "orcale" in result.output and "oracle_without_calendar" in result.output
+
+
+def test_evaluate_runs_only_the_policies_asked_for() -> None:
+    args = ["evaluate", "--invoices", "40", "--policy", "fixed_1_3_5_7", "--policy", "oracle", "--no-mlflow"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "fixed_1_3_5_7" in result.output and "oracle" in result.output
+    assert "learned" not in result.output and "hyperswitch" not in result.output
+
+
 def test_simulate_refuses_an_unknown_extension(tmp_path: Path) -> None:
     result = runner.invoke(app, ["simulate", "--invoices", "10", "--out", str(tmp_path / "x.json")])
     assert result.exit_code != 0

@@ -31,20 +31,24 @@ from training.baselines import (
 from training.evaluate import (
     FIXED_POLICIES,
     POLICIES,
+    CalendarBlindScorer,
     EvaluationConfig,
     EvaluationResult,
     HeldOut,
+    OracleScorer,
     RuleChecker,
     breakdown,
     build_policy,
+    decision_requests,
     format_table,
     held_out_world,
     log_evaluation,
+    policy_names,
     run_evaluation,
     run_policy,
     save_chart,
 )
-from training.simulate import simulate
+from training.simulate import COUNTRIES, simulate
 from training.train import TrainConfig, train_model
 
 # A small world with a budget and window tighter than the defaults, so both limits bite.
@@ -88,16 +92,24 @@ def _state(first: list[str], last: list[str], retries: list[int], zone: str = "A
     codes = np.full((n, budget + 1), None, dtype=object)
     codes[:, :] = "insufficient_funds"
     context = pd.DataFrame({"customer_timezone": [zone] * n, "card_country": ["US"] * n, "card_brand": ["visa"] * n})
+    return _loop_state(np.array([f"in_{i}" for i in range(n)], dtype=object), context, retries, times, codes)
+
+
+def _loop_state(
+    ids: np.ndarray, context: pd.DataFrame, retries: object, times: np.ndarray, codes: np.ndarray
+) -> LoopState:
+    """A loop state of a 14-day window from attempt times and decline codes (no network or advice codes)."""
+    shape = times.shape
     return LoopState(
-        invoice_ids=np.array([f"in_{i}" for i in range(n)], dtype=object),
+        invoice_ids=ids,
         context=context,
-        retries_made=np.array(retries, dtype=np.int64),
-        max_retries=budget,
+        retries_made=np.asarray(retries, dtype=np.int64),
+        max_retries=shape[1] - 1,
         window_end=times[:, 0] + 14 * NS_PER_DAY,
         times=times,
         decline_codes=codes,
-        network_codes=np.full((n, budget + 1), None, dtype=object),
-        advice_codes=np.full((n, budget + 1), None, dtype=object),
+        network_codes=np.full(shape, None, dtype=object),
+        advice_codes=np.full(shape, None, dtype=object),
     )
 
 
@@ -266,6 +278,92 @@ def test_unknown_policy_is_refused(bundle_dir: Path) -> None:
     """A typo names the known policies instead of silently evaluating nothing."""
     with pytest.raises(ValueError, match="known"):
         run_evaluation(bundle_dir, CONFIG, policies=["learnd"])
+
+
+def test_the_diagnostic_policy_runs_only_when_asked() -> None:
+    """The default set leaves out oracle_without_calendar; naming it runs it; a typo is refused."""
+    assert "oracle_without_calendar" not in policy_names(None)
+    assert policy_names(["oracle", "oracle_without_calendar"]) == ["oracle", "oracle_without_calendar"]
+    with pytest.raises(ValueError, match="oracle_without_calendar"):
+        policy_names(["oracle_without_calender"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The oracle without the customer's pay calendar (a diagnostic policy).
+# ---------------------------------------------------------------------------------------------
+_CALENDAR = ("pay_kind", "pay_day", "pay_phase", "funds_hour", "funds_lead_days")
+
+
+def test_redrawn_calendars_keep_everything_but_the_pay_calendar(held: HeldOut) -> None:
+    """Copy s of invoice i keeps its latents; its calendar is one of its country's (not always its own)."""
+    original = held.world.invoices
+    copies = held.world.with_calendars_redrawn(3, np.random.default_rng(0)).invoices
+    n = len(original)
+    assert len(copies) == 3 * n and copies.index.is_unique
+    kept = [c for c in original.columns if c not in _CALENDAR]
+    for s in range(3):
+        part = copies.iloc[s * n : (s + 1) * n]
+        pd.testing.assert_frame_equal(part[kept].reset_index(drop=True), original[kept].reset_index(drop=True))
+    for country, kind, day in zip(copies["country"], copies["pay_kind"], copies["pay_day"], strict=True):
+        assert (kind, day) in {(k, d) for k, d, _ in COUNTRIES[country].paydays}
+    assert (copies["pay_kind"].to_numpy()[:n] != original["pay_kind"].to_numpy()).any()
+
+
+def _first_decisions(held: HeldOut) -> tuple[list, pd.DataFrame]:  # type: ignore[type-arg]
+    """Each held-out invoice's first decision request, and hourly slots over the next 10 days."""
+    n, budget = len(held.invoice_ids), CONFIG.max_retries
+    times = np.full((n, budget + 1), NAT, dtype=np.int64)
+    times[:, 0] = pd.DatetimeIndex(held.first_attempts["attempted_at"]).as_unit("ns").asi8
+    codes = np.full((n, budget + 1), None, dtype=object)
+    codes[:, 0] = held.first_attempts["decline_code"].astype(object).where(held.first_attempts["decline_code"].notna())
+    state = _loop_state(held.invoice_ids, held.context, np.zeros(n), times, codes)
+    requests = decision_requests(state, held.world)
+    hours = np.arange(1, 241)
+    slots = pd.DataFrame(
+        {
+            "request": np.repeat(np.arange(n), hours.size),
+            "retry_index": 0,
+            "candidate_at": pd.DatetimeIndex(
+                np.repeat(times[:, 0], hours.size) + np.tile(hours, n) * NS_PER_HOUR, tz="UTC"
+            ),
+        }
+    )
+    return requests, slots
+
+
+def test_the_calendar_blind_oracle_is_the_oracle_where_the_calendar_cannot_matter(held: HeldOut) -> None:
+    """Velocity, hard and no-cause invoices' truth has no payday term: redrawing the calendar changes nothing."""
+    requests, slots = _first_decisions(held)
+    calendars = held.world.with_calendars_redrawn(4, np.random.default_rng(1))
+    blind = CalendarBlindScorer(held.world, calendars, requests, 24).score(slots, pd.DataFrame())
+    truth = OracleScorer(held.world, requests, 24).score(slots, pd.DataFrame())
+    cause = held.world.invoices["root_cause"].astype(str).to_numpy()[slots["request"].to_numpy()]
+    no_payday = np.isin(cause, ["velocity", "hard", "none"])
+    assert no_payday.sum() > 0
+    np.testing.assert_allclose(blind[no_payday], truth[no_payday], atol=1e-12)
+    assert not np.allclose(blind[cause == "insufficient_funds"], truth[cause == "insufficient_funds"])
+
+
+def test_weighing_calendars_by_the_declines_seen_brings_the_blind_oracle_closer_to_the_truth(held: HeldOut) -> None:
+    """An insufficient-funds first failure says where in the pay period the customer was: using it helps."""
+    requests, slots = _first_decisions(held)
+    calendars = held.world.with_calendars_redrawn(16, np.random.default_rng(2))
+    scorer = CalendarBlindScorer(held.world, calendars, requests, 24)
+    np.testing.assert_allclose(scorer.weights.sum(axis=1), 1.0)
+    truth = OracleScorer(held.world, requests, 24).score(slots, pd.DataFrame())
+    weighted = scorer.score(slots, pd.DataFrame())
+    scorer.weights = np.full_like(scorer.weights, 1.0 / scorer.weights.shape[1])  # the country's mix alone
+    unweighted = scorer.score(slots, pd.DataFrame())
+    nsf = held.world.invoices["root_cause"].astype(str).to_numpy()[slots["request"].to_numpy()] == "insufficient_funds"
+    assert np.abs(weighted - truth)[nsf].mean() < np.abs(unweighted - truth)[nsf].mean()
+
+
+def test_the_oracle_without_calendar_breaks_no_rule(bundle_dir: Path, held: HeldOut, checker: RuleChecker) -> None:
+    """The diagnostic policy decides through the same rules and planner: no violation, within budget."""
+    policy, _ = build_policy("oracle_without_calendar", bundle_dir, CONFIG, held, Settings())
+    run = run_policy(held, policy, CONFIG, checker)
+    assert run.violations.sum() == 0
+    assert (run.retries <= CONFIG.max_retries).all()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ Policies: the fixed schedules, the payday heuristic and hyperswitch's slot score
 (`training/baselines.py`), the learned policy (the served `decide_batch` with the model bundle),
 and an oracle (the same `decide_batch` scoring slots with the true probabilities). Baselines know
 no card-network rules; their retries that the rules table forbids are counted, not prevented.
+A diagnostic policy, run only when named, is the oracle without the customer's pay calendar
+(`CalendarBlindScorer`): how much of the oracle's lead no model of the observables could close.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ from training.simulate import World, simulate
 
 FIXED_POLICIES: tuple[str, ...] = tuple(FIXED_SCHEDULES)
 POLICIES: tuple[str, ...] = (*FIXED_POLICIES, "payday_heuristic", "hyperswitch", "learned", "oracle")
+# Run only when asked (`--policy`): it tells how much of the learned policy's gap to the oracle is
+# the customer's own pay calendar, and costs `calendar_samples` times the oracle's time.
+DIAGNOSTIC_POLICIES: tuple[str, ...] = ("oracle_without_calendar",)
 # What a scheduler knows about an invoice besides its attempts (contract §1/§2 fields); never the truth.
 OBSERVABLE_COLUMNS: tuple[str, ...] = (
     "customer_id",
@@ -61,7 +66,7 @@ OBSERVABLE_COLUMNS: tuple[str, ...] = (
     "customer_created_at",
 )
 DECISION_DELAY = pd.Timedelta(minutes=5)  # the scheduler asks for a decision shortly after each failure
-_OUTCOME_STREAM, _DECLINE_STREAM, _PICK_STREAM = 1, 2, 3  # separate random streams of one seed
+_OUTCOME_STREAM, _DECLINE_STREAM, _PICK_STREAM, _CALENDAR_STREAM = 1, 2, 3, 4  # separate random streams of one seed
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class EvaluationConfig:
     # The same customers' invoices in the days before the window, retried by the legacy
     # schedulers: the customer history a decision sees (features.customer).
     customer_history_days: int = 180
+    # Pay calendars drawn per invoice by the oracle_without_calendar diagnostic.
+    calendar_samples: int = 16
 
 
 @dataclass(frozen=True)
@@ -411,16 +418,21 @@ class OracleScorer:
         """Reported with each decision."""
         return "oracle"
 
-    def score(self, slots: pd.DataFrame, features: pd.DataFrame) -> np.ndarray:
-        """True P(success) of each slot row, under the planner's approximation for later retries."""
+    def _slot_rows(self, slots: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Each slot row's request, time, attempts before it and the attempt before it (ns)."""
         req = slots["request"].to_numpy(dtype=np.int64)
         k = slots["retry_index"].to_numpy(dtype=np.int64)
         at = _utc_ns(slots["candidate_at"])
         # The planner's projection of later retries (`features.candidates.planned_wait`), in ns.
         gap = planned_wait((at - self._last_at[req]).astype(np.float64), k, self._spacing).astype(np.int64)
         last = np.where(k == 0, self._last_at[req], at - gap)
+        return req, at, self._attempts[req] + k, last
+
+    def score(self, slots: pd.DataFrame, features: pd.DataFrame) -> np.ndarray:
+        """True P(success) of each slot row, under the planner's approximation for later retries."""
+        req, at, prior, last = self._slot_rows(slots)
         return self._world.success_probability(
-            self._ids[req], _index(at), self._attempts[req] + k, _index(last), self._code[req], self._advice[req]
+            self._ids[req], _index(at), prior, _index(last), self._code[req], self._advice[req]
         )
 
     def contributions(self, features: pd.DataFrame) -> np.ndarray:
@@ -508,7 +520,81 @@ def build_policy(
         world = held.world
         factory: ScorerFactory = lambda batch: OracleScorer(world, batch, spacing)  # noqa: E731
         return decision_policy(world, factory, settings, config.batch_size), None
-    raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    if name == "oracle_without_calendar":
+        world = held.world
+        calendars = world.with_calendars_redrawn(
+            config.calendar_samples, np.random.default_rng([held.seed, _CALENDAR_STREAM])
+        )
+        blind: ScorerFactory = lambda batch: CalendarBlindScorer(world, calendars, batch, spacing)  # noqa: E731
+        return decision_policy(world, blind, settings, config.batch_size), None
+    raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES + DIAGNOSTIC_POLICIES)}")
+
+
+class CalendarBlindScorer(OracleScorer):
+    """The oracle without the customer's pay calendar: what a perfect model of the observables could know.
+
+    It knows every latent of the invoice but when the customer is paid. Each slot's probability is
+    the truth averaged over `calendars` (the invoice with its calendar redrawn from its country's
+    mix, `World.with_calendars_redrawn`), each weighted by how likely it makes the declines seen so
+    far: every failed retry, and an insufficient-funds first failure (the simulator keeps one only
+    where the charge would have failed). The customer's earlier invoices are not used. Its gap to
+    the oracle is what knowing the customer's own calendar is worth; the learned policy's gap to it
+    is what a better model of these observables could still win.
+    """
+
+    def __init__(
+        self, world: World, calendars: World, requests: Sequence[DecisionRequest], spacing_hours: float
+    ) -> None:
+        """Weigh each request's calendar draws by the likelihood of its declines."""
+        super().__init__(world, requests, spacing_hours)
+        self._calendars = calendars
+        self._n = len(world.invoices)
+        self._samples = len(calendars.invoices) // self._n
+        self._pos = world.positions(self._ids)
+        nsf = world.invoices["root_cause"].astype(str).to_numpy()[self._pos] == "insufficient_funds"
+        rows, at, prior, last, code, advice = [], [], [], [], [], []
+        for i, request in enumerate(requests):
+            for j, attempt in enumerate(request.attempts):
+                if j == 0 and not nsf[i]:
+                    continue  # other first failures carry no likelihood of the calendar here
+                previous = request.attempts[j - 1] if j else None
+                rows.append(i)
+                at.append(attempt.attempted_at)
+                prior.append(max(j, 1))
+                last.append(previous.attempted_at if previous else pd.NaT)
+                code.append(previous.decline_code if previous else None)
+                advice.append(previous.merchant_advice_code if previous else None)
+        row = np.asarray(rows, dtype=np.int64)
+        at_ns, last_ns = _utc_ns(pd.Series(at, dtype=object)), _utc_ns(pd.Series(last, dtype=object))
+        log_likelihood = np.zeros((len(requests), self._samples))
+        for s in range(self._samples):
+            p = calendars.success_probability_at(
+                self._pos[row] + s * self._n,
+                at_ns,
+                np.asarray(prior),
+                last_ns,
+                np.asarray(code, dtype=object),
+                np.asarray(advice, dtype=object),
+            )
+            log_likelihood[:, s] = np.bincount(row, np.log1p(-np.minimum(p, 1.0 - 1e-12)), len(requests))
+        weights = np.exp(log_likelihood - log_likelihood.max(axis=1, keepdims=True))
+        self.weights = weights / weights.sum(axis=1, keepdims=True)  # (request, calendar draw)
+
+    @property
+    def model_version(self) -> str:
+        """Reported with each decision."""
+        return "oracle_without_calendar"
+
+    def score(self, slots: pd.DataFrame, features: pd.DataFrame) -> np.ndarray:
+        """The calendar draws' true P(success) of each slot row, averaged with the requests' weights."""
+        req, at, prior, last = self._slot_rows(slots)
+        out = np.zeros(len(req))
+        for s in range(self._samples):
+            p = self._calendars.success_probability_at(
+                self._pos[req] + s * self._n, at, prior, last, self._code[req], self._advice[req]
+            )
+            out += self.weights[req, s] * p
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,6 +673,15 @@ def breakdown(result: EvaluationResult, by: str = "root_cause") -> pd.DataFrame:
     return table
 
 
+def policy_names(policies: Sequence[str] | None) -> list[str]:
+    """The policies to run (default: all of `POLICIES`); ValueError naming any unknown one."""
+    names = list(policies) if policies else list(POLICIES)
+    unknown = [n for n in names if n not in POLICIES + DIAGNOSTIC_POLICIES]
+    if unknown:
+        raise ValueError(f"unknown policies {unknown}; known: {', '.join(POLICIES + DIAGNOSTIC_POLICIES)}")
+    return names
+
+
 def run_evaluation(
     bundle_dir: Path,
     config: EvaluationConfig,
@@ -594,10 +689,7 @@ def run_evaluation(
     settings: Settings | None = None,
 ) -> EvaluationResult:
     """Replay every policy (default: all of `POLICIES`) on the same held-out invoices and dice."""
-    names = list(policies) if policies is not None else list(POLICIES)
-    unknown = [n for n in names if n not in POLICIES]
-    if unknown:
-        raise ValueError(f"unknown policies {unknown}; known: {', '.join(POLICIES)}")
+    names = policy_names(policies)
     settings = settings or Settings()
     held = held_out_world(config)
     checker = RuleChecker(settings)

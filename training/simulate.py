@@ -663,6 +663,39 @@ class World:
         local = self._local_days(pos, at_ns) - delta
         return self._local_to_utc(pos, np.rint(local * _NS_PER_DAY).astype(np.int64))
 
+    def with_calendars_redrawn(self, samples: int, rng: np.random.Generator) -> World:
+        """`samples` copies of these invoices, each customer's pay calendar redrawn from its country's mix.
+
+        Copy s of row i sits at position s * n + i. All else (cause, liquidity, card, zone) is kept:
+        the world as known to someone who knows everything but when the customer is paid.
+        """
+        n = len(self.invoices)
+        copies = self.invoices.iloc[np.tile(np.arange(n), samples)].copy()
+        copies.index = pd.Index([f"{i}#{s}" for s in range(samples) for i in self._index])
+        for name, values in _draw_paydays(rng, copies["country"].to_numpy(object)).items():
+            copies[name] = values
+        return World(copies)
+
+    def success_probability_at(
+        self,
+        positions: np.ndarray,
+        at_ns: np.ndarray,
+        prior_attempts: np.ndarray,
+        last_ns: np.ndarray,
+        last_decline_code: np.ndarray,
+        last_merchant_advice_code: np.ndarray,
+    ) -> np.ndarray:
+        """`success_probability` by row position, times as int64 UTC ns (NaT's value for none): large batches."""
+        n = np.asarray(positions).size
+        return self._probability(
+            np.asarray(positions, dtype=np.int64),
+            _broadcast(np.asarray(at_ns, dtype=np.int64), n),
+            _broadcast(np.asarray(prior_attempts, dtype=np.int64), n),
+            _broadcast(np.asarray(last_ns, dtype=np.int64), n),
+            _as_obj(last_decline_code, n),
+            _as_obj(last_merchant_advice_code, n),
+        )
+
     # -- internals (positions and int64 ns) -----------------------------------------------------
     def _local_ns(self, pos: np.ndarray, at_ns: np.ndarray) -> np.ndarray:
         """Local wall-clock time (ns since the epoch, as if UTC) of UTC instants, per row's zone."""
