@@ -597,20 +597,13 @@ class World:
         last_merchant_advice_code: np.ndarray | None = None,
     ) -> np.ndarray:
         """The TRUE probability that a charge at `at` succeeds, per row (vectorised)."""
-        pos = self.positions(invoice_ids)
-        n = pos.size
-        mac = (
-            np.full(n, None, dtype=object)
-            if last_merchant_advice_code is None
-            else _as_obj(last_merchant_advice_code, n)
-        )
-        return self._probability(
-            pos,
-            _broadcast(_utc_ns(at), n),
-            _broadcast(np.asarray(prior_attempts, dtype=np.int64), n),
-            _broadcast(_utc_ns(last_attempt_at), n),
-            _as_obj(last_decline_code, n),
-            mac,
+        return self.success_probability_at(
+            self.positions(invoice_ids),
+            _utc_ns(at),
+            np.asarray(prior_attempts),
+            _utc_ns(last_attempt_at),
+            last_decline_code,
+            last_merchant_advice_code,
         )
 
     def decline(
@@ -683,7 +676,7 @@ class World:
         prior_attempts: np.ndarray,
         last_ns: np.ndarray,
         last_decline_code: np.ndarray,
-        last_merchant_advice_code: np.ndarray,
+        last_merchant_advice_code: np.ndarray | None,
     ) -> np.ndarray:
         """`success_probability` by row position, times as int64 UTC ns (NaT's value for none): large batches."""
         n = np.asarray(positions).size
