@@ -40,6 +40,7 @@ from training.evaluate import (
     breakdown,
     build_policy,
     decision_requests,
+    earlier_attempts_log_likelihood,
     format_table,
     held_out_world,
     log_evaluation,
@@ -356,6 +357,25 @@ def test_weighing_calendars_by_the_declines_seen_brings_the_blind_oracle_closer_
     unweighted = scorer.score(slots, pd.DataFrame())
     nsf = held.world.invoices["root_cause"].astype(str).to_numpy()[slots["request"].to_numpy()] == "insufficient_funds"
     assert np.abs(weighted - truth)[nsf].mean() < np.abs(unweighted - truth)[nsf].mean()
+
+
+def test_the_customers_earlier_invoices_move_the_calendar_weights_towards_the_truth(held: HeldOut) -> None:
+    """Earlier attempts of the same customer are evidence of its calendar: only invoices with them change."""
+    requests, slots = _first_decisions(held)
+    calendars = held.world.with_calendars_redrawn(16, np.random.default_rng(3))
+    earlier = earlier_attempts_log_likelihood(held, calendars)
+    has_earlier = (earlier != 0).any(axis=1)
+    assert 0 < has_earlier.sum() < len(held.invoice_ids)
+    alone = CalendarBlindScorer(held.world, calendars, requests, 24)
+    with_history = CalendarBlindScorer(held.world, calendars, requests, 24, earlier)
+    np.testing.assert_allclose(with_history.weights[~has_earlier], alone.weights[~has_earlier])
+    assert not np.allclose(with_history.weights[has_earlier], alone.weights[has_earlier])
+    truth = OracleScorer(held.world, requests, 24).score(slots, pd.DataFrame())
+    rows = slots["request"].to_numpy()
+    nsf = held.world.invoices["root_cause"].astype(str).to_numpy()[rows] == "insufficient_funds"
+    mask = nsf & has_earlier[rows]
+    error_with = np.abs(with_history.score(slots, pd.DataFrame()) - truth)[mask].mean()
+    assert error_with < np.abs(alone.score(slots, pd.DataFrame()) - truth)[mask].mean()
 
 
 def test_the_oracle_without_calendar_breaks_no_rule(bundle_dir: Path, held: HeldOut, checker: RuleChecker) -> None:

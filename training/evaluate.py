@@ -45,7 +45,7 @@ from training.baselines import (
     hyperswitch_policy,
     payday_heuristic,
 )
-from training.simulate import World, simulate
+from training.simulate import SimulationResult, World, simulate
 
 FIXED_POLICIES: tuple[str, ...] = tuple(FIXED_SCHEDULES)
 POLICIES: tuple[str, ...] = (*FIXED_POLICIES, "payday_heuristic", "hyperswitch", "learned", "oracle")
@@ -87,6 +87,8 @@ class EvaluationConfig:
     customer_history_days: int = 180
     # Pay calendars drawn per invoice by the oracle_without_calendar diagnostic.
     calendar_samples: int = 16
+    # Whether it also weighs the draws by the customer's earlier invoices.
+    calendar_from_history: bool = True
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class HeldOut:
     uniforms: np.ndarray  # (invoices, max_retries): retry r of invoice i succeeds iff u < p
     seed: int
     card_updated_at: np.ndarray | None = None  # account-updater refresh per invoice (ns, NaT if none)
+    # The simulation the invoices came from: their customers' earlier invoices, with truth.
+    history: SimulationResult | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,7 @@ def held_out_world(config: EvaluationConfig) -> HeldOut:
         uniforms=rng.random((len(invoices), config.max_retries)),
         seed=config.seed,
         card_updated_at=_utc_ns(invoices["updater_refresh_at"]),
+        history=result,
     )
 
 
@@ -525,9 +530,78 @@ def build_policy(
         calendars = world.with_calendars_redrawn(
             config.calendar_samples, np.random.default_rng([held.seed, _CALENDAR_STREAM])
         )
-        blind: ScorerFactory = lambda batch: CalendarBlindScorer(world, calendars, batch, spacing)  # noqa: E731
+        earlier = earlier_attempts_log_likelihood(held, calendars) if config.calendar_from_history else None
+        blind: ScorerFactory = lambda batch: CalendarBlindScorer(world, calendars, batch, spacing, earlier)  # noqa: E731
         return decision_policy(world, blind, settings, config.batch_size), None
     raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES + DIAGNOSTIC_POLICIES)}")
+
+
+def earlier_attempts_log_likelihood(held: HeldOut, calendars: World) -> np.ndarray:
+    """(held world row, calendar draw): log-likelihood of the customer's earlier attempts under each draw.
+
+    Earlier: attempts of the customer's other invoices before the invoice's first failure (what
+    `features.customer` sees). Each is replayed with its own invoice's truth and the drawn
+    calendar: a success counts p, a failed retry 1 − p, an insufficient-funds first failure 1 − p.
+    """
+    world = held.world
+    n = len(world.invoices)
+    samples = len(calendars.invoices) // n
+    out = np.zeros((n, samples))
+    if held.history is None:
+        return out
+    attempts = held.history.attempts  # oldest first within invoice
+    by_invoice = attempts.groupby("invoice_id", sort=False)
+    evidence = pd.DataFrame(
+        {
+            "invoice_id": attempts["invoice_id"].to_numpy(dtype=object),
+            "customer_id": attempts["customer_id"].to_numpy(dtype=object),
+            "at": _utc_ns(attempts["attempted_at"]),
+            "succeeded": attempts["succeeded"].to_numpy(dtype=bool),
+            "number": by_invoice.cumcount().to_numpy() + 1,
+            "last_at": _utc_ns(by_invoice["attempted_at"].shift()),
+            "last_code": _as_codes(by_invoice["decline_code"].shift()),
+            "last_advice": _as_codes(by_invoice["merchant_advice_code"].shift()),
+        }
+    )
+    rows = world.positions(world.invoices.index)
+    held_rows = pd.DataFrame(
+        {
+            "row": rows,
+            "customer_id": world.invoices["customer_id"].to_numpy(dtype=object),
+            "held_id": world.invoices.index.to_numpy(dtype=object),
+            "first_at": _utc_ns(world.invoices["first_attempt_at"]),
+        }
+    )
+    pairs = evidence.merge(held_rows, on="customer_id")
+    pairs = pairs[(pairs["at"] < pairs["first_at"]) & (pairs["invoice_id"] != pairs["held_id"])]
+    earlier = World(held.history.invoices)
+    cause = held.history.invoices["root_cause"].astype(str).reindex(pairs["invoice_id"]).to_numpy()
+    pairs = pairs[(pairs["number"].to_numpy() > 1) | (cause == "insufficient_funds")]
+    if pairs.empty:
+        return out
+    keys, key = np.unique(pairs[["invoice_id", "row"]].astype(str).agg("|".join, axis=1), return_inverse=True)
+    first_of_key = np.unique(key, return_index=True)[1]
+    key_invoice = earlier.positions(pairs["invoice_id"].to_numpy()[first_of_key])
+    key_row = pairs["row"].to_numpy()[first_of_key]
+    m = len(keys)
+    replay = earlier.with_calendars_from(
+        np.tile(key_invoice, samples), calendars, (np.arange(samples)[:, None] * n + key_row[None, :]).ravel()
+    )
+    prior = np.maximum(pairs["number"].to_numpy() - 1, 1)
+    succeeded = pairs["succeeded"].to_numpy()
+    held_row = pairs["row"].to_numpy()
+    for s in range(samples):
+        p = replay.success_probability_at(
+            s * m + key,
+            pairs["at"].to_numpy(),
+            prior,
+            pairs["last_at"].to_numpy(),
+            pairs["last_code"].to_numpy(),
+            pairs["last_advice"].to_numpy(),
+        )
+        p = np.clip(p, 1e-12, 1.0 - 1e-12)
+        out[:, s] = np.bincount(held_row, np.where(succeeded, np.log(p), np.log1p(-p)), n)
+    return out
 
 
 class CalendarBlindScorer(OracleScorer):
@@ -537,15 +611,21 @@ class CalendarBlindScorer(OracleScorer):
     the truth averaged over `calendars` (the invoice with its calendar redrawn from its country's
     mix, `World.with_calendars_redrawn`), each weighted by how likely it makes the declines seen so
     far: every failed retry, and an insufficient-funds first failure (the simulator keeps one only
-    where the charge would have failed). The customer's earlier invoices are not used. Its gap to
-    the oracle is what knowing the customer's own calendar is worth; the learned policy's gap to it
-    is what a better model of these observables could still win.
+    where the charge would have failed); with `earlier` (`earlier_attempts_log_likelihood`), also
+    by the customer's earlier invoices, as the learned policy's customer features see them. Its gap
+    to the oracle is what knowing the customer's own calendar is worth; the learned policy's gap to
+    it is what a better model of these observables could still win.
     """
 
     def __init__(
-        self, world: World, calendars: World, requests: Sequence[DecisionRequest], spacing_hours: float
+        self,
+        world: World,
+        calendars: World,
+        requests: Sequence[DecisionRequest],
+        spacing_hours: float,
+        earlier: np.ndarray | None = None,
     ) -> None:
-        """Weigh each request's calendar draws by the likelihood of its declines."""
+        """Weigh each request's calendar draws by the likelihood of its declines (plus `earlier`, by world row)."""
         super().__init__(world, requests, spacing_hours)
         self._calendars = calendars
         self._n = len(world.invoices)
@@ -566,7 +646,7 @@ class CalendarBlindScorer(OracleScorer):
                 advice.append(previous.merchant_advice_code if previous else None)
         row = np.asarray(rows, dtype=np.int64)
         at_ns, last_ns = _utc_ns(pd.Series(at, dtype=object)), _utc_ns(pd.Series(last, dtype=object))
-        log_likelihood = np.zeros((len(requests), self._samples))
+        log_likelihood = np.zeros((len(requests), self._samples)) if earlier is None else earlier[self._pos].copy()
         for s in range(self._samples):
             p = calendars.success_probability_at(
                 self._pos[row] + s * self._n,
@@ -576,7 +656,7 @@ class CalendarBlindScorer(OracleScorer):
                 np.asarray(code, dtype=object),
                 np.asarray(advice, dtype=object),
             )
-            log_likelihood[:, s] = np.bincount(row, np.log1p(-np.minimum(p, 1.0 - 1e-12)), len(requests))
+            log_likelihood[:, s] += np.bincount(row, np.log1p(-np.minimum(p, 1.0 - 1e-12)), len(requests))
         weights = np.exp(log_likelihood - log_likelihood.max(axis=1, keepdims=True))
         self.weights = weights / weights.sum(axis=1, keepdims=True)  # (request, calendar draw)
 

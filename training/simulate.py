@@ -669,6 +669,18 @@ class World:
             copies[name] = values
         return World(copies)
 
+    def with_calendars_from(self, positions: np.ndarray, source: World, source_positions: np.ndarray) -> World:
+        """These invoices' rows at `positions`, each with the pay calendar of `source`'s row at `source_positions`.
+
+        Row r of the result is invoice positions[r] paid as source row source_positions[r] is: how a
+        customer's earlier invoice would have gone under a calendar drawn for a later one.
+        """
+        rows = self.invoices.iloc[np.asarray(positions)].copy()
+        rows.index = pd.Index([f"{i}#{r}" for r, i in enumerate(self._index[np.asarray(positions)])])
+        for name in PAY_CALENDAR_COLUMNS:
+            rows[name] = source.invoices[name].to_numpy()[np.asarray(source_positions)]
+        return World(rows)
+
     def success_probability_at(
         self,
         positions: np.ndarray,
@@ -1007,6 +1019,10 @@ def _per_country(
         if m.any():
             out[m] = draw(rng, cfg, int(m.sum()))
     return out
+
+
+# The latent columns of a customer's pay calendar (`_draw_paydays`).
+PAY_CALENDAR_COLUMNS: tuple[str, ...] = ("pay_kind", "pay_day", "pay_phase", "funds_hour", "funds_lead_days")
 
 
 def _draw_paydays(rng: np.random.Generator, country: np.ndarray) -> dict[str, np.ndarray]:
