@@ -49,7 +49,7 @@ from training.evaluate import (
     run_policy,
     save_chart,
 )
-from training.simulate import COUNTRIES, simulate
+from training.simulate import COUNTRIES, PAY_CALENDAR_COLUMNS, simulate
 from training.train import TrainConfig, train_model
 
 # A small world with a budget and window tighter than the defaults, so both limits bite.
@@ -292,16 +292,13 @@ def test_the_diagnostic_policy_runs_only_when_asked() -> None:
 # ---------------------------------------------------------------------------------------------
 # The oracle without the customer's pay calendar (a diagnostic policy).
 # ---------------------------------------------------------------------------------------------
-_CALENDAR = ("pay_kind", "pay_day", "pay_phase", "funds_hour", "funds_lead_days")
-
-
 def test_redrawn_calendars_keep_everything_but_the_pay_calendar(held: HeldOut) -> None:
     """Copy s of invoice i keeps its latents; its calendar is one of its country's (not always its own)."""
     original = held.world.invoices
     copies = held.world.with_calendars_redrawn(3, np.random.default_rng(0)).invoices
     n = len(original)
     assert len(copies) == 3 * n and copies.index.is_unique
-    kept = [c for c in original.columns if c not in _CALENDAR]
+    kept = [c for c in original.columns if c not in PAY_CALENDAR_COLUMNS]
     for s in range(3):
         part = copies.iloc[s * n : (s + 1) * n]
         pd.testing.assert_frame_equal(part[kept].reset_index(drop=True), original[kept].reset_index(drop=True))

@@ -662,12 +662,8 @@ class World:
         Copy s of row i sits at position s * n + i. All else (cause, liquidity, card, zone) is kept:
         the world as known to someone who knows everything but when the customer is paid.
         """
-        n = len(self.invoices)
-        copies = self.invoices.iloc[np.tile(np.arange(n), samples)].copy()
-        copies.index = pd.Index([f"{i}#{s}" for s in range(samples) for i in self._index])
-        for name, values in _draw_paydays(rng, copies["country"].to_numpy(object)).items():
-            copies[name] = values
-        return World(copies)
+        positions = np.tile(np.arange(len(self.invoices)), samples)
+        return self._with_calendars(positions, _draw_paydays(rng, self.invoices["country"].to_numpy(object)[positions]))
 
     def with_calendars_from(self, positions: np.ndarray, source: World, source_positions: np.ndarray) -> World:
         """These invoices' rows at `positions`, each with the pay calendar of `source`'s row at `source_positions`.
@@ -675,10 +671,17 @@ class World:
         Row r of the result is invoice positions[r] paid as source row source_positions[r] is: how a
         customer's earlier invoice would have gone under a calendar drawn for a later one.
         """
-        rows = self.invoices.iloc[np.asarray(positions)].copy()
-        rows.index = pd.Index([f"{i}#{r}" for r, i in enumerate(self._index[np.asarray(positions)])])
+        rows = np.asarray(source_positions)
+        return self._with_calendars(
+            np.asarray(positions), {name: source.invoices[name].to_numpy()[rows] for name in PAY_CALENDAR_COLUMNS}
+        )
+
+    def _with_calendars(self, positions: np.ndarray, calendars: dict[str, np.ndarray]) -> World:
+        """A world of these invoices' rows at `positions` (ids made unique) with the given calendar columns."""
+        rows = self.invoices.iloc[positions].copy()
+        rows.index = pd.Index([f"{i}#{r}" for r, i in enumerate(self._index[positions])])
         for name in PAY_CALENDAR_COLUMNS:
-            rows[name] = source.invoices[name].to_numpy()[np.asarray(source_positions)]
+            rows[name] = calendars[name]
         return World(rows)
 
     def success_probability_at(
