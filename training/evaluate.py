@@ -563,10 +563,9 @@ def earlier_attempts_log_likelihood(held: HeldOut, calendars: World) -> np.ndarr
             "last_advice": _as_codes(by_invoice["merchant_advice_code"].shift()),
         }
     )
-    rows = world.positions(world.invoices.index)
     held_rows = pd.DataFrame(
         {
-            "row": rows,
+            "row": np.arange(n),
             "customer_id": world.invoices["customer_id"].to_numpy(dtype=object),
             "held_id": world.invoices.index.to_numpy(dtype=object),
             "first_at": _utc_ns(world.invoices["first_attempt_at"]),
@@ -579,28 +578,52 @@ def earlier_attempts_log_likelihood(held: HeldOut, calendars: World) -> np.ndarr
     pairs = pairs[(pairs["number"].to_numpy() > 1) | (cause == "insufficient_funds")]
     if pairs.empty:
         return out
-    keys, key = np.unique(pairs[["invoice_id", "row"]].astype(str).agg("|".join, axis=1), return_inverse=True)
+    # One replayed row per (earlier invoice, held-out invoice) pair and calendar draw.
+    key = pairs.groupby(["invoice_id", "row"], sort=False).ngroup().to_numpy()
     first_of_key = np.unique(key, return_index=True)[1]
     key_invoice = earlier.positions(pairs["invoice_id"].to_numpy()[first_of_key])
     key_row = pairs["row"].to_numpy()[first_of_key]
-    m = len(keys)
+    m = first_of_key.size
     replay = earlier.with_calendars_from(
         np.tile(key_invoice, samples), calendars, (np.arange(samples)[:, None] * n + key_row[None, :]).ravel()
     )
-    prior = np.maximum(pairs["number"].to_numpy() - 1, 1)
-    succeeded = pairs["succeeded"].to_numpy()
-    held_row = pairs["row"].to_numpy()
-    for s in range(samples):
-        p = replay.success_probability_at(
-            s * m + key,
+    return outcomes_log_likelihood(
+        replay,
+        key,
+        m,
+        samples,
+        (
             pairs["at"].to_numpy(),
-            prior,
+            np.maximum(pairs["number"].to_numpy() - 1, 1),
             pairs["last_at"].to_numpy(),
             pairs["last_code"].to_numpy(),
             pairs["last_advice"].to_numpy(),
-        )
-        p = np.clip(p, 1e-12, 1.0 - 1e-12)
-        out[:, s] = np.bincount(held_row, np.where(succeeded, np.log(p), np.log1p(-p)), n)
+        ),
+        pairs["succeeded"].to_numpy(),
+        pairs["row"].to_numpy(),
+        n,
+    )
+
+
+def outcomes_log_likelihood(
+    calendars: World,
+    base: np.ndarray,
+    stride: int,
+    samples: int,
+    charges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    succeeded: np.ndarray,
+    group: np.ndarray,
+    groups: int,
+) -> np.ndarray:
+    """(group, draw): the log-likelihood of charges' outcomes under each calendar draw.
+
+    Charge r under draw s is `calendars` row s * stride + base[r]; `charges` holds its time, attempts
+    before it, the attempt before it and that attempt's codes (`World.success_probability_at`).
+    """
+    out = np.zeros((groups, samples))
+    for s in range(samples):
+        p = np.clip(calendars.success_probability_at(s * stride + base, *charges), 1e-12, 1.0 - 1e-12)
+        out[:, s] = np.bincount(group, np.where(succeeded, np.log(p), np.log1p(-p)), groups)
     return out
 
 
@@ -645,18 +668,19 @@ class CalendarBlindScorer(OracleScorer):
                 code.append(previous.decline_code if previous else None)
                 advice.append(previous.merchant_advice_code if previous else None)
         row = np.asarray(rows, dtype=np.int64)
-        at_ns, last_ns = _utc_ns(pd.Series(at, dtype=object)), _utc_ns(pd.Series(last, dtype=object))
-        log_likelihood = np.zeros((len(requests), self._samples)) if earlier is None else earlier[self._pos].copy()
-        for s in range(self._samples):
-            p = calendars.success_probability_at(
-                self._pos[row] + s * self._n,
-                at_ns,
-                np.asarray(prior),
-                last_ns,
-                np.asarray(code, dtype=object),
-                np.asarray(advice, dtype=object),
-            )
-            log_likelihood[:, s] += np.bincount(row, np.log1p(-np.minimum(p, 1.0 - 1e-12)), len(requests))
+        charges = (
+            _utc_ns(pd.Series(at, dtype=object)),
+            np.asarray(prior, dtype=np.int64),
+            _utc_ns(pd.Series(last, dtype=object)),
+            np.asarray(code, dtype=object),
+            np.asarray(advice, dtype=object),
+        )
+        declined = np.zeros(row.size, dtype=bool)  # every attempt in a request failed
+        log_likelihood = outcomes_log_likelihood(
+            calendars, self._pos[row], self._n, self._samples, charges, declined, row, len(requests)
+        )
+        if earlier is not None:
+            log_likelihood += earlier[self._pos]
         weights = np.exp(log_likelihood - log_likelihood.max(axis=1, keepdims=True))
         self.weights = weights / weights.sum(axis=1, keepdims=True)  # (request, calendar draw)
 
